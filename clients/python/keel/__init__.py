@@ -1,0 +1,74 @@
+"""keel: the Python SDK of the keel model lifecycle platform.
+
+Feels like MLflow::
+
+    import keel
+    keel.set_tracking_uri("grpc://127.0.0.1:50051")
+    with keel.start_run():
+        keel.log_param("lr", 0.01)
+        keel.log_metric("loss", 0.3, step=1)
+
+Names are exported lazily so ``import keel`` stays fast and never imports the KServe v2 stubs
+(package ``inference``), which would clash with ``tritonclient`` in the same process.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from keel._transport import get_tracking_uri, set_tracking_uri
+from keel.exceptions import KeelError
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "Client": "keel.client",
+    # fluent tracking
+    "set_experiment": "keel.fluent",
+    "get_experiment_by_name": "keel.fluent",
+    "create_experiment": "keel.fluent",
+    "start_run": "keel.fluent",
+    "end_run": "keel.fluent",
+    "active_run": "keel.fluent",
+    "last_active_run": "keel.fluent",
+    "log_param": "keel.fluent",
+    "log_params": "keel.fluent",
+    "log_metric": "keel.fluent",
+    "log_metrics": "keel.fluent",
+    "set_tag": "keel.fluent",
+    "set_tags": "keel.fluent",
+    "delete_tag": "keel.fluent",
+    "search_runs": "keel.fluent",
+    "get_run": "keel.fluent",
+    "flush_async_logging": "keel.fluent",
+    # fluent artifacts
+    "log_artifact": "keel.artifacts",
+    "log_artifacts": "keel.artifacts",
+    "log_text": "keel.artifacts",
+    "log_dict": "keel.artifacts",
+    "log_figure": "keel.artifacts",
+    "log_image": "keel.artifacts",
+    "get_artifact_uri": "keel.artifacts",
+    # registry
+    "register_model": "keel.registry",
+    # evaluation and autologging
+    "evaluate": "keel.evaluation",
+    "autolog": "keel.autologging",
+}
+
+_SUBMODULES = {"artifacts", "models", "pyfunc", "sklearn", "pytorch", "exceptions", "registry", "evaluation"}
+
+__all__ = ["KeelError", "get_tracking_uri", "set_tracking_uri", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is not None:
+        value = getattr(importlib.import_module(module_name), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"keel.{name}")
+    raise AttributeError(f"module 'keel' has no attribute {name!r}")

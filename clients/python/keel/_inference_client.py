@@ -1,0 +1,9 @@
+"""Inference methods of `keel.Client` (being built)."""
+
+from __future__ import annotations
+
+from keel._transport import Transport
+
+
+class InferenceClientMixin:
+    _transport: Transport

@@ -1,0 +1,9 @@
+"""Registry methods of `keel.Client` (being built)."""
+
+from __future__ import annotations
+
+from keel._transport import Transport
+
+
+class RegistryClientMixin:
+    _transport: Transport

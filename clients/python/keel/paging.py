@@ -1,0 +1,57 @@
+"""Lazy pagers over keel's List/Search RPCs.
+
+``Pager`` iterates items across pages, fetching the next page only when needed.
+``PagedList`` is one page as a list with the ``token`` of the next (MLflow's shape).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+# fetch(page_token) -> (items of that page, next_page_token)
+PageFetcher = Callable[[str], tuple[list[T], str]]
+
+
+class PagedList(list[T], Generic[T]):
+    """One page of results; ``token`` is the next page's token (None at the end)."""
+
+    def __init__(self, items: list[T], token: str | None) -> None:
+        super().__init__(items)
+        self.token = token or None
+
+
+class Pager(Generic[T]):
+    """Iterates every item of a paginated RPC lazily; ``limit`` stops after that many items."""
+
+    def __init__(self, fetch: PageFetcher[T], limit: int | None = None, page_token: str = "") -> None:
+        self._fetch = fetch
+        self._limit = limit
+        self._first_token = page_token
+
+    def __iter__(self) -> Iterator[T]:
+        token = self._first_token
+        produced = 0
+        while True:
+            items, token = self._fetch(token)
+            for item in items:
+                if self._limit is not None and produced >= self._limit:
+                    return
+                produced += 1
+                yield item
+            if not token:
+                return
+
+    def pages(self) -> Iterator[PagedList[T]]:
+        token = self._first_token
+        while True:
+            items, next_token = self._fetch(token)
+            yield PagedList(items, next_token)
+            if not next_token:
+                return
+            token = next_token
+
+    def to_list(self) -> list[T]:
+        return list(self)

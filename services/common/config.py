@@ -1,0 +1,83 @@
+"""Server settings: read once (flags over ``KEEL_*`` variables over defaults) into a frozen object.
+
+The object is passed explicitly to the server, stores and artifact backends; nothing reads the
+environment after start-up.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+ALL_SERVICES = ("tracking", "registry", "artifacts", "inference")
+
+
+@dataclass(frozen=True)
+class Settings:
+    db_url: str = "sqlite:///keel.db"
+    artifact_uri: str = "file://./keel-artifacts"
+    s3_endpoint_url: str = ""
+    s3_access_key: str = field(default="", repr=False)
+    s3_secret_key: str = field(default="", repr=False)
+    host: str = "127.0.0.1"
+    port: int = 50051
+    services: tuple[str, ...] = ALL_SERVICES
+    # Worker threads of the gRPC server (also the size of the DB connection pool).
+    max_workers: int = 16
+    # Seconds in-flight calls get to finish after SIGTERM.
+    grace_seconds: float = 10.0
+    # Largest gRPC message accepted or sent, in bytes (large batches and tensors must pass).
+    max_message_bytes: int = 256 * 1024 * 1024
+    log_level: str = "INFO"
+    log_json: bool = True
+    # Optional Prometheus metrics HTTP port (0 = off).
+    metrics_port: int = 0
+    # Inference: optional MLflow-compatible HTTP scoring port (0 = off).
+    http_port: int = 0
+    # Inference: seconds between polls of the registry for stage/alias moves.
+    registry_poll_seconds: float = 2.0
+
+    @classmethod
+    def load(cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+        """Defaults, then ``KEEL_<FIELD>`` variables, then non-None ``overrides`` (CLI flags)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"KEEL_{f.name.upper()}")
+            if raw is not None and raw != "":
+                values[f.name] = _coerce(f.name, raw, cls)
+        for key, value in (overrides or {}).items():
+            if value is not None:
+                values[key] = _coerce(key, value, cls) if isinstance(value, str) else value
+        settings = replace(cls(), **values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        unknown = [s for s in self.services if s not in ALL_SERVICES]
+        if unknown or not self.services:
+            raise ValueError(
+                f"unknown service(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(ALL_SERVICES)}"
+            )
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port {self.port} is out of range 0..65535")
+
+
+def _coerce(name: str, raw: str, cls: type[Settings]) -> Any:
+    kind = {f.name: f.type for f in fields(cls)}.get(name)
+    if kind is None:
+        raise ValueError(f"unknown setting {name!r}")
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "bool":
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        if kind == "tuple[str, ...]":
+            return tuple(s.strip() for s in raw.split(",") if s.strip())
+    except ValueError as exc:
+        raise ValueError(f"setting {name}={raw!r} is not a valid {kind}") from exc
+    return raw

@@ -1,0 +1,378 @@
+"""The metadata database: one ``DatabaseProxy``, the Peewee models of every service, and the
+helpers that open it from a URL and run write transactions.
+
+URL forms: ``sqlite:///path`` (WAL, busy timeout), ``postgresql://user@host:port/db`` and
+``mysql://user@host:port/db`` (both pooled). Stores own their transactions through
+``write_transaction`` (BEGIN IMMEDIATE on SQLite so concurrent writers queue instead of
+failing on lock upgrade).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import peewee as pw
+from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase
+
+db = pw.DatabaseProxy()
+
+# Values that cannot be stored in every backend (MySQL has no NaN/inf) are kept with a kind flag.
+VALUE_FINITE, VALUE_NAN, VALUE_POS_INF, VALUE_NEG_INF = 0, 1, 2, 3
+MAX_DOUBLE = 1.7976931348623157e308
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class BaseModel(pw.Model):
+    class Meta:
+        database = db
+        legacy_table_names = False
+
+
+# --------------------------------------------------------------------------------------------
+# Schema bookkeeping
+# --------------------------------------------------------------------------------------------
+
+
+class SchemaVersion(BaseModel):
+    """One row: the number of the last migration applied."""
+
+    id = pw.IntegerField(primary_key=True)
+    version = pw.IntegerField()
+    applied_at = pw.BigIntegerField(default=now_ms)
+
+
+# --------------------------------------------------------------------------------------------
+# Tracking
+# --------------------------------------------------------------------------------------------
+
+
+class Experiment(BaseModel):
+    experiment_id = pw.AutoField()
+    name = pw.CharField(max_length=500, unique=True)
+    artifact_location = pw.TextField()
+    lifecycle_stage = pw.CharField(max_length=16, default="active", index=True)
+    creation_time = pw.BigIntegerField(default=now_ms, index=True)
+    last_update_time = pw.BigIntegerField(default=now_ms)
+
+
+class ExperimentTag(BaseModel):
+    experiment = pw.ForeignKeyField(Experiment, backref="tags", on_delete="CASCADE")
+    key = pw.CharField(max_length=250)
+    value = pw.TextField()
+
+    class Meta:
+        primary_key = pw.CompositeKey("experiment", "key")
+
+
+class Run(BaseModel):
+    run_id = pw.CharField(max_length=32, primary_key=True)
+    experiment = pw.ForeignKeyField(Experiment, backref="runs", on_delete="CASCADE")
+    run_name = pw.CharField(max_length=250, default="")
+    user_id = pw.CharField(max_length=256, default="")
+    status = pw.CharField(max_length=16, default="RUNNING")
+    start_time = pw.BigIntegerField()
+    end_time = pw.BigIntegerField(null=True)
+    artifact_uri = pw.TextField()
+    lifecycle_stage = pw.CharField(max_length=16, default="active")
+    # Set when the run was deleted together with its experiment (restored with it).
+    deleted_with_experiment = pw.BooleanField(default=False)
+    parent_run_id = pw.CharField(max_length=32, null=True, index=True)
+
+    class Meta:
+        indexes = (
+            # The default search order: experiment, view, newest first, then id (keyset pagination).
+            (("experiment", "lifecycle_stage", "start_time", "run_id"), False),
+            (("experiment", "run_name"), False),
+        )
+
+
+class Param(BaseModel):
+    run = pw.ForeignKeyField(Run, backref="params", on_delete="CASCADE", column_name="run_id")
+    key = pw.CharField(max_length=250)
+    value = pw.TextField()
+
+    class Meta:
+        primary_key = pw.CompositeKey("run", "key")
+        indexes = ((("key", "run"), False),)
+
+
+class RunTag(BaseModel):
+    run = pw.ForeignKeyField(Run, backref="tags", on_delete="CASCADE", column_name="run_id")
+    key = pw.CharField(max_length=250)
+    value = pw.TextField()
+
+    class Meta:
+        table_name = "run_tag"
+        primary_key = pw.CompositeKey("run", "key")
+        indexes = ((("key", "run"), False),)
+
+
+class Metric(BaseModel):
+    """Every logged point (the full history)."""
+
+    id = pw.BigAutoField()
+    run = pw.ForeignKeyField(Run, on_delete="CASCADE", column_name="run_id", index=False)
+    key = pw.CharField(max_length=250)
+    # Finite values as is; NaN as 0 and +/-inf as +/-MAX_DOUBLE, with value_kind telling which.
+    value = pw.DoubleField()
+    value_kind = pw.SmallIntegerField(default=VALUE_FINITE)
+    timestamp = pw.BigIntegerField()
+    step = pw.BigIntegerField(default=0)
+
+    class Meta:
+        indexes = ((("run", "key", "step", "timestamp"), False),)
+
+
+class LatestMetric(BaseModel):
+    """The latest point per (run, key) by (step, timestamp, value): what GetRun and search read."""
+
+    run = pw.ForeignKeyField(Run, on_delete="CASCADE", column_name="run_id")
+    key = pw.CharField(max_length=250)
+    value = pw.DoubleField()
+    value_kind = pw.SmallIntegerField(default=VALUE_FINITE)
+    timestamp = pw.BigIntegerField()
+    step = pw.BigIntegerField(default=0)
+
+    class Meta:
+        table_name = "latest_metric"
+        primary_key = pw.CompositeKey("run", "key")
+        # Search by metric value and order by it.
+        indexes = ((("key", "value", "run"), False),)
+
+
+# --------------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------------
+
+
+class RegisteredModel(BaseModel):
+    id = pw.AutoField()
+    name = pw.CharField(max_length=256, unique=True)
+    description = pw.TextField(default="")
+    creation_time = pw.BigIntegerField(default=now_ms)
+    last_updated_time = pw.BigIntegerField(default=now_ms, index=True)
+    # The last version number handed out. Incremented under the row lock, so numbers are
+    # distinct, gap-free and never reused, whatever the number of concurrent registrations.
+    last_version = pw.IntegerField(default=0)
+
+    class Meta:
+        table_name = "registered_model"
+
+
+class RegisteredModelTag(BaseModel):
+    model = pw.ForeignKeyField(RegisteredModel, backref="tags", on_delete="CASCADE")
+    key = pw.CharField(max_length=250)
+    value = pw.TextField()
+
+    class Meta:
+        table_name = "registered_model_tag"
+        primary_key = pw.CompositeKey("model", "key")
+        indexes = ((("key", "model"), False),)
+
+
+class ModelVersion(BaseModel):
+    id = pw.AutoField()
+    model = pw.ForeignKeyField(RegisteredModel, backref="versions", on_delete="CASCADE")
+    version = pw.IntegerField()
+    creation_time = pw.BigIntegerField(default=now_ms)
+    last_updated_time = pw.BigIntegerField(default=now_ms)
+    user_id = pw.CharField(max_length=256, default="")
+    current_stage = pw.CharField(max_length=20, default="None")
+    description = pw.TextField(default="")
+    source = pw.TextField()
+    run_id = pw.CharField(max_length=32, default="", index=True)
+    run_link = pw.TextField(default="")
+    status = pw.CharField(max_length=32, default="PENDING_REGISTRATION")
+    status_message = pw.TextField(default="")
+    storage_location = pw.TextField(default="")
+    # Client idempotency key; unique per model when set.
+    request_id = pw.CharField(max_length=64, null=True)
+
+    class Meta:
+        table_name = "model_version"
+        indexes = (
+            (("model", "version"), True),
+            (("model", "current_stage", "version"), False),
+            (("model", "request_id"), True),
+        )
+
+
+class ModelVersionTag(BaseModel):
+    model_version = pw.ForeignKeyField(ModelVersion, backref="tags", on_delete="CASCADE")
+    key = pw.CharField(max_length=250)
+    value = pw.TextField()
+
+    class Meta:
+        table_name = "model_version_tag"
+        primary_key = pw.CompositeKey("model_version", "key")
+        indexes = ((("key", "model_version"), False),)
+
+
+class RegisteredModelAlias(BaseModel):
+    model = pw.ForeignKeyField(RegisteredModel, backref="aliases", on_delete="CASCADE")
+    alias = pw.CharField(max_length=255)
+    version = pw.IntegerField()
+
+    class Meta:
+        table_name = "registered_model_alias"
+        primary_key = pw.CompositeKey("model", "alias")
+
+
+class ModelHistoryEvent(BaseModel):
+    """Append-only record of stage changes and alias moves ("who, when, from, to")."""
+
+    id = pw.BigAutoField()
+    model = pw.ForeignKeyField(RegisteredModel, backref="history", on_delete="CASCADE")
+    event_type = pw.CharField(max_length=32)
+    version = pw.IntegerField(default=0)
+    from_stage = pw.CharField(max_length=20, default="")
+    to_stage = pw.CharField(max_length=20, default="")
+    alias = pw.CharField(max_length=255, default="")
+    from_version = pw.IntegerField(default=0)
+    actor = pw.CharField(max_length=256, default="")
+    timestamp = pw.BigIntegerField(default=now_ms)
+
+    class Meta:
+        table_name = "model_history_event"
+        indexes = ((("model", "timestamp", "id"), False),)
+
+
+# --------------------------------------------------------------------------------------------
+# Artifacts and inference
+# --------------------------------------------------------------------------------------------
+
+
+class ArtifactObject(BaseModel):
+    """Size and sha256 of a stored file, for stores that cannot keep them as object metadata."""
+
+    uri_hash = pw.CharField(max_length=64, primary_key=True)  # sha256 of the full store URI
+    uri = pw.TextField()
+    size = pw.BigIntegerField()
+    sha256 = pw.CharField(max_length=64)
+    updated_time = pw.BigIntegerField(default=now_ms)
+
+    class Meta:
+        table_name = "artifact_object"
+
+
+class Deployment(BaseModel):
+    name = pw.CharField(max_length=63, primary_key=True)
+    model_uri = pw.TextField()
+    creation_time = pw.BigIntegerField(default=now_ms)
+    last_updated_time = pw.BigIntegerField(default=now_ms)
+    # JSON object of serving options (batching, workers) for replicas to agree on.
+    config = pw.TextField(default="{}")
+
+
+TRACKING_TABLES: list[type[BaseModel]] = [Experiment, ExperimentTag, Run, Param, RunTag, Metric, LatestMetric]
+REGISTRY_TABLES: list[type[BaseModel]] = [
+    RegisteredModel,
+    RegisteredModelTag,
+    ModelVersion,
+    ModelVersionTag,
+    RegisteredModelAlias,
+    ModelHistoryEvent,
+]
+SERVING_TABLES: list[type[BaseModel]] = [ArtifactObject, Deployment]
+ALL_TABLES: list[type[BaseModel]] = [SchemaVersion, *TRACKING_TABLES, *REGISTRY_TABLES, *SERVING_TABLES]
+
+
+# --------------------------------------------------------------------------------------------
+# Opening the database
+# --------------------------------------------------------------------------------------------
+
+SUPPORTED_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql")
+
+
+def open_database(url: str, max_connections: int = 32) -> pw.Database:
+    """Builds (does not connect) the Peewee database a URL names."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.split("+")[0]
+    options: dict[str, Any] = dict(parse_qsl(parts.query))
+    if scheme == "sqlite":
+        path = url.split("sqlite:///", 1)[1].split("?")[0] if url.startswith("sqlite:///") else ""
+        if not path:
+            raise ValueError(f"bad SQLite URL {url!r}: use sqlite:///relative/path.db or sqlite:////abs/path.db")
+        return pw.SqliteDatabase(
+            path,
+            pragmas={
+                "journal_mode": "wal",
+                "synchronous": "normal",
+                "foreign_keys": 1,
+                "busy_timeout": 30000,
+                "cache_size": -64000,
+            },
+            timeout=30,
+            check_same_thread=False,
+        )
+    if scheme not in SUPPORTED_SCHEMES:
+        raise ValueError(f"unsupported database URL scheme {parts.scheme!r}: use sqlite:///, postgresql:// or mysql://")
+    name = parts.path.lstrip("/")
+    if not name:
+        raise ValueError(f"database URL {url!r} names no database")
+    conn: dict[str, Any] = {
+        "host": parts.hostname or "127.0.0.1",
+        "user": parts.username or None,
+        "password": parts.password or None,
+        "max_connections": int(options.pop("max_connections", max_connections)),
+        "stale_timeout": int(options.pop("stale_timeout", 300)),
+        "timeout": int(options.pop("pool_timeout", 30)),
+    }
+    if parts.port:
+        conn["port"] = parts.port
+    conn = {k: v for k, v in conn.items() if v is not None}
+    if scheme in ("postgresql", "postgres"):
+        conn.setdefault("connect_timeout", int(options.pop("connect_timeout", 5)))
+        return PooledPostgresqlDatabase(name, **conn, **options)
+    conn.setdefault("connect_timeout", int(options.pop("connect_timeout", 5)))
+    conn.setdefault("charset", "utf8mb4")
+    return PooledMySQLDatabase(name, **conn, **options)
+
+
+def initialize(url: str, max_connections: int = 32) -> pw.Database:
+    """Points the global proxy at the database of ``url`` and returns it."""
+    database = open_database(url, max_connections=max_connections)
+    db.initialize(database)
+    return database
+
+
+def is_sqlite() -> bool:
+    return isinstance(db.obj, pw.SqliteDatabase)
+
+
+def is_mysql() -> bool:
+    return isinstance(db.obj, pw.MySQLDatabase)
+
+
+@contextlib.contextmanager
+def write_transaction() -> Iterator[None]:
+    """A write transaction. On SQLite it takes the write lock up front (BEGIN IMMEDIATE) so
+    concurrent writers wait on the busy timeout instead of failing with SQLITE_BUSY on upgrade."""
+    if is_sqlite():
+        with db.obj.atomic(lock_type="IMMEDIATE"):
+            yield
+    else:
+        with db.atomic():
+            yield
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """A lost race the whole transaction may be retried for (deadlock, serialization, lock)."""
+    text = str(exc).lower()
+    return isinstance(exc, pw.OperationalError | pw.InternalError | pw.IntegrityError) and any(
+        marker in text
+        for marker in (
+            "deadlock",
+            "could not serialize",
+            "lock wait timeout",
+            "database is locked",
+            "try restarting transaction",
+        )
+    )

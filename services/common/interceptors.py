@@ -1,0 +1,156 @@
+"""The server interceptor every keel server installs.
+
+It gives each call a request id (from the ``x-request-id`` metadata or a fresh one, returned in
+the trailing metadata and put in every log line), and it is the one place where exceptions
+become gRPC statuses: domain errors (``errors.py``) keep their code and reason; database
+outages become UNAVAILABLE and lost races ABORTED; anything else becomes INTERNAL with a
+generic message and the request id, logged with its traceback. Callers never see UNKNOWN or
+a traceback.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+import peewee as pw
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from keel_server.common import db as dbmod
+from keel_server.common.errors import ERROR_DOMAIN, Aborted, KeelError, Unavailable
+from keel_server.common.logs import request_id_var
+
+log = logging.getLogger("keel.rpc")
+
+
+def to_status(error: KeelError) -> status_pb2.Status:
+    """The google.rpc.Status of a domain error: ErrorInfo always, BadRequest for a field error."""
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata)
+    details = [info]
+    if error.field:
+        details.append(
+            error_details_pb2.BadRequest(
+                field_violations=[error_details_pb2.BadRequest.FieldViolation(field=error.field, description=error.message)]
+            )
+        )
+    packed = []
+    for detail in details:
+        any_msg = any_pb2.Any()
+        any_msg.Pack(detail)
+        packed.append(any_msg)
+    return status_pb2.Status(code=error.code.value[0], message=error.message, details=packed)
+
+
+def translate(exc: BaseException) -> KeelError | None:
+    """Maps an exception to the domain error the caller sees; None means INTERNAL."""
+    if isinstance(exc, KeelError):
+        return exc
+    if isinstance(exc, pw.PeeweeException) and dbmod.is_retryable(exc):
+        return Aborted(f"the operation lost a race with a concurrent change, retry it ({exc})", reason="CONCURRENT_MODIFICATION")
+    if isinstance(exc, pw.OperationalError | pw.InterfaceError):
+        _drop_connection()
+        return Unavailable(f"the metadata database is unavailable: {exc}".strip(), reason="DATABASE_UNAVAILABLE")
+    return None
+
+
+def _drop_connection() -> None:
+    """Discards this thread's (possibly broken) connection so the next call reconnects."""
+    try:
+        database = dbmod.db.obj
+        if database is not None and not database.is_closed():
+            if hasattr(database, "manual_close"):
+                database.manual_close()
+            else:
+                database.close()
+    except Exception:  # noqa: BLE001 - best effort on an already broken connection
+        pass
+
+
+class KeelServerInterceptor(grpc.ServerInterceptor):
+    def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None], details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(details)
+        if handler is None:
+            return None
+        method: str = details.method  # type: ignore[attr-defined]
+        incoming = dict(details.invocation_metadata or ())  # type: ignore[attr-defined]
+        given_id = incoming.get("x-request-id", "")
+
+        if handler.unary_unary or handler.stream_unary:
+            inner = handler.unary_unary or handler.stream_unary
+            wrapped_unary = self._wrap_unary(inner, method, given_id)
+            factory = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
+            return factory(
+                wrapped_unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        inner_stream = handler.unary_stream or handler.stream_stream
+        wrapped_stream = self._wrap_stream(inner_stream, method, given_id)
+        factory = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
+        return factory(
+            wrapped_stream,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _wrap_unary(self, behavior: Callable[..., Any], method: str, given_id: str) -> Callable[..., Any]:
+        def call(request: Any, context: grpc.ServicerContext) -> Any:
+            token = _begin(context, given_id)
+            started = time.perf_counter()
+            try:
+                return behavior(request, context)
+            except Exception as exc:  # noqa: BLE001 - the one place exceptions become statuses
+                _abort(context, exc, method, started)
+            finally:
+                request_id_var.reset(token)
+
+        return call
+
+    def _wrap_stream(self, behavior: Callable[..., Any], method: str, given_id: str) -> Callable[..., Any]:
+        def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            token = _begin(context, given_id)
+            started = time.perf_counter()
+            try:
+                yield from behavior(request, context)
+            except Exception as exc:  # noqa: BLE001
+                _abort(context, exc, method, started)
+            finally:
+                request_id_var.reset(token)
+
+        return call
+
+
+def _begin(context: grpc.ServicerContext, given_id: str) -> contextvars.Token[str]:
+    request_id = given_id or uuid.uuid4().hex[:16]
+    context.set_trailing_metadata((("x-request-id", request_id),))
+    return request_id_var.set(request_id)
+
+
+
+def _abort(context: grpc.ServicerContext, exc: BaseException, method: str, started: float) -> None:
+    if _is_grpc_abort(exc, context):
+        raise exc  # context.abort() already set the status
+    error = translate(exc)
+    duration_ms = round((time.perf_counter() - started) * 1000, 2)
+    if error is None:
+        log.error("unhandled error in %s", method, exc_info=exc, extra={"method": method, "duration_ms": duration_ms})
+        error = KeelError(f"internal error (request id {request_id_var.get()}); the server log has the details")
+    else:
+        level = logging.ERROR if isinstance(error, Unavailable) else logging.INFO
+        log.log(level, "%s failed: %s", method, error.message, extra={"method": method, "code": error.code.name, "duration_ms": duration_ms})
+    context.abort_with_status(rpc_status.to_status(to_status(error)))
+
+
+def _is_grpc_abort(exc: BaseException, context: grpc.ServicerContext) -> bool:
+    """True for the exception grpc raises inside context.abort()."""
+    code = context.code() if hasattr(context, "code") else None
+    return type(exc) is Exception and code not in (None, grpc.StatusCode.OK, code_pb2.OK)
