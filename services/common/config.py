@@ -40,7 +40,9 @@ class Settings:
     registry_poll_seconds: float = 2.0
 
     @classmethod
-    def load(cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    def load(
+        cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    ) -> Settings:
         """Defaults, then ``KEEL_<FIELD>`` variables, then non-None ``overrides`` (CLI flags)."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}

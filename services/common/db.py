@@ -217,7 +217,8 @@ class ModelVersionTag(BaseModel):
 
 class RegisteredModelAlias(BaseModel):
     model = pw.ForeignKeyField(RegisteredModel, backref="aliases", on_delete="CASCADE")
-    alias = pw.CharField(max_length=255)
+    # Shadows Model.alias() (self-join helper), which these tables never need.
+    alias = pw.CharField(max_length=255)  # type: ignore[assignment]
     version = pw.IntegerField()
 
     class Meta:
@@ -234,7 +235,7 @@ class ModelHistoryEvent(BaseModel):
     version = pw.IntegerField(default=0)
     from_stage = pw.CharField(max_length=20, default="")
     to_stage = pw.CharField(max_length=20, default="")
-    alias = pw.CharField(max_length=255, default="")
+    alias = pw.CharField(max_length=255, default="")  # type: ignore[assignment]
     from_version = pw.IntegerField(default=0)
     actor = pw.CharField(max_length=256, default="")
     timestamp = pw.BigIntegerField(default=now_ms)
@@ -299,7 +300,9 @@ def open_database(url: str, max_connections: int = 32) -> pw.Database:
     if scheme == "sqlite":
         path = url.split("sqlite:///", 1)[1].split("?")[0] if url.startswith("sqlite:///") else ""
         if not path:
-            raise ValueError(f"bad SQLite URL {url!r}: use sqlite:///relative/path.db or sqlite:////abs/path.db")
+            raise ValueError(
+                f"bad SQLite URL {url!r}: use sqlite:///relative/path.db or sqlite:////abs/path.db"
+            )
         return pw.SqliteDatabase(
             path,
             pragmas={
@@ -313,7 +316,9 @@ def open_database(url: str, max_connections: int = 32) -> pw.Database:
             check_same_thread=False,
         )
     if scheme not in SUPPORTED_SCHEMES:
-        raise ValueError(f"unsupported database URL scheme {parts.scheme!r}: use sqlite:///, postgresql:// or mysql://")
+        raise ValueError(
+            f"unsupported database URL scheme {parts.scheme!r}: use sqlite:///, postgresql:// or mysql://"
+        )
     name = parts.path.lstrip("/")
     if not name:
         raise ValueError(f"database URL {url!r} names no database")

@@ -58,6 +58,8 @@ __all__ = [
     "STRING_OR_NUMBER",
     "Value",
     "describe",
+    "describe_value",
+    "parse_and_validate",
     "parse_filter",
     "parse_order_by",
     "validate",

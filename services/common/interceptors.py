@@ -37,7 +37,9 @@ def to_status(error: KeelError) -> status_pb2.Status:
     if error.field:
         details.append(
             error_details_pb2.BadRequest(
-                field_violations=[error_details_pb2.BadRequest.FieldViolation(field=error.field, description=error.message)]
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=error.field, description=error.message)
+                ]
             )
         )
     packed = []
@@ -53,10 +55,15 @@ def translate(exc: BaseException) -> KeelError | None:
     if isinstance(exc, KeelError):
         return exc
     if isinstance(exc, pw.PeeweeException) and dbmod.is_retryable(exc):
-        return Aborted(f"the operation lost a race with a concurrent change, retry it ({exc})", reason="CONCURRENT_MODIFICATION")
+        return Aborted(
+            f"the operation lost a race with a concurrent change, retry it ({exc})",
+            reason="CONCURRENT_MODIFICATION",
+        )
     if isinstance(exc, pw.OperationalError | pw.InterfaceError):
         _drop_connection()
-        return Unavailable(f"the metadata database is unavailable: {exc}".strip(), reason="DATABASE_UNAVAILABLE")
+        return Unavailable(
+            f"the metadata database is unavailable: {exc}".strip(), reason="DATABASE_UNAVAILABLE"
+        )
     return None
 
 
@@ -75,7 +82,9 @@ def _drop_connection() -> None:
 
 class KeelServerInterceptor(grpc.ServerInterceptor):
     def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None], details: grpc.HandlerCallDetails
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         handler = continuation(details)
         if handler is None:
@@ -87,7 +96,11 @@ class KeelServerInterceptor(grpc.ServerInterceptor):
         if handler.unary_unary or handler.stream_unary:
             inner = handler.unary_unary or handler.stream_unary
             wrapped_unary = self._wrap_unary(inner, method, given_id)
-            factory = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
+            factory = (
+                grpc.unary_unary_rpc_method_handler
+                if handler.unary_unary
+                else grpc.stream_unary_rpc_method_handler
+            )
             return factory(
                 wrapped_unary,
                 request_deserializer=handler.request_deserializer,
@@ -95,7 +108,11 @@ class KeelServerInterceptor(grpc.ServerInterceptor):
             )
         inner_stream = handler.unary_stream or handler.stream_stream
         wrapped_stream = self._wrap_stream(inner_stream, method, given_id)
-        factory = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
+        factory = (
+            grpc.unary_stream_rpc_method_handler
+            if handler.unary_stream
+            else grpc.stream_stream_rpc_method_handler
+        )
         return factory(
             wrapped_stream,
             request_deserializer=handler.request_deserializer,
@@ -135,19 +152,46 @@ def _begin(context: grpc.ServicerContext, given_id: str) -> contextvars.Token[st
     return request_id_var.set(request_id)
 
 
-
 def _abort(context: grpc.ServicerContext, exc: BaseException, method: str, started: float) -> None:
     if _is_grpc_abort(exc, context):
         raise exc  # context.abort() already set the status
     error = translate(exc)
     duration_ms = round((time.perf_counter() - started) * 1000, 2)
     if error is None:
-        log.error("unhandled error in %s", method, exc_info=exc, extra={"method": method, "duration_ms": duration_ms})
-        error = KeelError(f"internal error (request id {request_id_var.get()}); the server log has the details")
+        log.error(
+            "unhandled error in %s",
+            method,
+            exc_info=exc,
+            extra={"method": method, "duration_ms": duration_ms},
+        )
+        error = KeelError(
+            f"internal error (request id {request_id_var.get()}); the server log has the details"
+        )
     else:
         level = logging.ERROR if isinstance(error, Unavailable) else logging.INFO
-        log.log(level, "%s failed: %s", method, error.message, extra={"method": method, "code": error.code.name, "duration_ms": duration_ms})
-    context.abort_with_status(rpc_status.to_status(to_status(error)))
+        log.log(
+            level,
+            "%s failed: %s",
+            method,
+            error.message,
+            extra={"method": method, "code": error.code.name, "duration_ms": duration_ms},
+        )
+    status = rpc_status.to_status(to_status(error))
+    # abort_with_status replaces the trailing metadata, so the request id travels with the details.
+    context.abort_with_status(
+        _Status(
+            status.code, status.details, (*status.trailing_metadata, ("x-request-id", request_id_var.get()))
+        )
+    )
+
+
+class _Status(grpc.Status):
+    def __init__(
+        self, code: grpc.StatusCode, details: str, trailing_metadata: tuple[tuple[str, Any], ...]
+    ) -> None:
+        self.code = code
+        self.details = details
+        self.trailing_metadata = trailing_metadata
 
 
 def _is_grpc_abort(exc: BaseException, context: grpc.ServicerContext) -> bool:

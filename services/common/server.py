@@ -88,14 +88,17 @@ def build_server(settings: Settings, app: App | None = None) -> RunningServer:
         health_servicer.set(full_name, health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(
-        [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+        [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+        server,
     )
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     if port == 0:
         raise OSError(f"cannot listen on {settings.host}:{settings.port} (address in use or not available)")
     server.start()
     log.info("keel listening", extra={"port": port, "service": ",".join(settings.services)})
-    return RunningServer(server=server, port=port, app=app, health=health_servicer, service_names=service_names)
+    return RunningServer(
+        server=server, port=port, app=app, health=health_servicer, service_names=service_names
+    )
 
 
 def serve(settings: Settings) -> None:
@@ -110,7 +113,9 @@ def serve(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     # Printed for scripts and tests that start the server with --port 0.
-    print(f"keel server listening on {settings.host}:{running.port} ({','.join(settings.services)})", flush=True)
+    print(
+        f"keel server listening on {settings.host}:{running.port} ({','.join(settings.services)})", flush=True
+    )
     stop_requested.wait()
     running.stop()
     log.info("keel stopped")

@@ -83,6 +83,8 @@ def ensure_current(database: pw.Database) -> None:
 
 
 def _stamp(version: int) -> None:
-    updated = SchemaVersion.update(version=version, applied_at=now_ms()).where(SchemaVersion.id == 1).execute()
+    updated = (
+        SchemaVersion.update(version=version, applied_at=now_ms()).where(SchemaVersion.id == 1).execute()
+    )
     if not updated:
         SchemaVersion.insert(id=1, version=version, applied_at=now_ms()).on_conflict_ignore().execute()

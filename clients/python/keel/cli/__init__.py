@@ -15,7 +15,9 @@ GROUPS = ("keel.cli.server", "keel.cli.tracking", "keel.cli.models", "keel.cli.a
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keel", description="keel: model lifecycle platform (gRPC)")
-    parser.add_argument("--tracking-uri", help="grpc://host:port of the keel server (default: $KEEL_TRACKING_URI)")
+    parser.add_argument(
+        "--tracking-uri", help="grpc://host:port of the keel server (default: $KEEL_TRACKING_URI)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for module_name in GROUPS:

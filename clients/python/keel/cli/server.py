@@ -8,13 +8,19 @@ import sys
 
 def register(sub: argparse._SubParsersAction) -> None:
     server = sub.add_parser("server", help="run keel services (all by default) on one port")
-    server.add_argument("--services", help="comma list of tracking,registry,artifacts,inference (default: all)")
+    server.add_argument(
+        "--services", help="comma list of tracking,registry,artifacts,inference (default: all)"
+    )
     server.add_argument("--host", help="address to bind (default 127.0.0.1 or $KEEL_HOST)")
     server.add_argument("--port", type=int, help="port (default 50051 or $KEEL_PORT; 0 picks a free one)")
     server.add_argument("--db-url", help="metadata DB URL (default sqlite:///keel.db or $KEEL_DB_URL)")
-    server.add_argument("--artifact-uri", help="artifact root (default file://./keel-artifacts or $KEEL_ARTIFACT_URI)")
+    server.add_argument(
+        "--artifact-uri", help="artifact root (default file://./keel-artifacts or $KEEL_ARTIFACT_URI)"
+    )
     server.add_argument("--workers", type=int, dest="max_workers", help="gRPC worker threads (default 16)")
-    server.add_argument("--http-port", type=int, help="inference: MLflow-compatible HTTP scoring port (0 = off)")
+    server.add_argument(
+        "--http-port", type=int, help="inference: MLflow-compatible HTTP scoring port (0 = off)"
+    )
     server.add_argument("--metrics-port", type=int, help="Prometheus metrics port (0 = off)")
     server.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     server.set_defaults(func=run_server)
@@ -32,7 +38,16 @@ def _settings(args: argparse.Namespace):  # -> Settings (kept lazy: keel_server 
 
     overrides = {
         key: getattr(args, key, None)
-        for key in ("host", "port", "db_url", "artifact_uri", "max_workers", "http_port", "metrics_port", "log_level")
+        for key in (
+            "host",
+            "port",
+            "db_url",
+            "artifact_uri",
+            "max_workers",
+            "http_port",
+            "metrics_port",
+            "log_level",
+        )
     }
     if getattr(args, "services", None):
         overrides["services"] = args.services
