@@ -24,6 +24,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from keel_server.common import db as dbmod
+from keel_server.common import metrics
 from keel_server.common.errors import ERROR_DOMAIN, Aborted, KeelError, Unavailable
 from keel_server.common.logs import request_id_var
 
@@ -124,11 +125,14 @@ class KeelServerInterceptor(grpc.ServerInterceptor):
             token = _begin(context, given_id)
             started = time.perf_counter()
             try:
-                return behavior(request, context)
+                response = behavior(request, context)
             except Exception as exc:  # noqa: BLE001 - the one place exceptions become statuses
                 _abort(context, exc, method, started)
+                raise  # not reached: _abort always raises
             finally:
                 request_id_var.reset(token)
+            metrics.observe(method, "OK", started)
+            return response
 
         return call
 
@@ -142,6 +146,7 @@ class KeelServerInterceptor(grpc.ServerInterceptor):
                 _abort(context, exc, method, started)
             finally:
                 request_id_var.reset(token)
+            metrics.observe(method, "OK", started)
 
         return call
 
@@ -154,6 +159,7 @@ def _begin(context: grpc.ServicerContext, given_id: str) -> contextvars.Token[st
 
 def _abort(context: grpc.ServicerContext, exc: BaseException, method: str, started: float) -> None:
     if _is_grpc_abort(exc, context):
+        metrics.observe(method, _code_name(context.code()), started)
         raise exc  # context.abort() already set the status
     error = translate(exc)
     duration_ms = round((time.perf_counter() - started) * 1000, 2)
@@ -176,6 +182,7 @@ def _abort(context: grpc.ServicerContext, exc: BaseException, method: str, start
             error.message,
             extra={"method": method, "code": error.code.name, "duration_ms": duration_ms},
         )
+    metrics.observe(method, error.code.name, started)
     status = rpc_status.to_status(to_status(error))
     # abort_with_status replaces the trailing metadata, so the request id travels with the details.
     context.abort_with_status(
@@ -192,6 +199,10 @@ class _Status(grpc.Status):
         self.code = code
         self.details = details
         self.trailing_metadata = trailing_metadata
+
+
+def _code_name(code: Any) -> str:
+    return code.name if isinstance(code, grpc.StatusCode) else str(code)
 
 
 def _is_grpc_abort(exc: BaseException, context: grpc.ServicerContext) -> bool:

@@ -23,6 +23,7 @@ from keel_server.common import db as dbmod
 from keel_server.common.app import App
 from keel_server.common.config import Settings
 from keel_server.common.interceptors import KeelServerInterceptor
+from keel_server.common.metrics import serve_metrics
 from keel_server.common.migrations import ensure_current
 
 log = logging.getLogger("keel.server")
@@ -95,6 +96,8 @@ def build_server(settings: Settings, app: App | None = None) -> RunningServer:
     if port == 0:
         raise OSError(f"cannot listen on {settings.host}:{settings.port} (address in use or not available)")
     server.start()
+    if settings.metrics_port:
+        serve_metrics(settings.host, settings.metrics_port)
     log.info("keel listening", extra={"port": port, "service": ",".join(settings.services)})
     return RunningServer(
         server=server, port=port, app=app, health=health_servicer, service_names=service_names

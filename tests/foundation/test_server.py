@@ -181,3 +181,19 @@ def test_each_service_runs_alone_on_its_own_port(tmp_path: Path) -> None:
         listed = set(result.stdout.split())
         assert "keel.registry.v1.ModelRegistryService" in listed
         assert "keel.tracking.v1.TrackingService" not in listed
+
+
+def test_prometheus_metrics_count_rpcs(tmp_path: Path) -> None:
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:  # a free port for the metrics endpoint
+        probe.bind(("127.0.0.1", 0))
+        metrics_port = probe.getsockname()[1]
+    env = {"KEEL_DB_URL": f"sqlite:///{tmp_path}/keel.db", "KEEL_ARTIFACT_URI": f"file://{tmp_path}/artifacts"}
+    with server_process(args=["--metrics-port", str(metrics_port)], env=env, cwd=tmp_path) as handle:
+        with grpc.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    assert 'keel_rpc_duration_seconds_count{code="OK",method="/grpc.health.v1.Health/Check"} 1.0' in body
