@@ -82,7 +82,8 @@ def _enforce_columns(data: Any, schema: Schema) -> pd.DataFrame:
             f"(matched by position), got {len(df.columns)}"
         )
     out_pos = {
-        col: _convert_column(f"#{i}", df[col], spec.type) for i, (col, spec) in enumerate(zip(df.columns, specs, strict=True))
+        col: _convert_column(f"#{i}", df[col], spec.type)
+        for i, (col, spec) in enumerate(zip(df.columns, specs, strict=True))
     }
     return pd.DataFrame(out_pos, index=df.index)
 
@@ -189,11 +190,15 @@ def _enforce_tensors(data: Any, schema: Schema) -> Any:
             return {s.name: _check_tensor(repr(s.name), data[s.name], s) for s in specs}
         if len(specs) == 1:
             return _check_tensor(repr(specs[0].name), data, specs[0])
-        raise _mismatch(f"the model expects named tensors {[s.name for s in specs]}, got one {type(data).__name__}")
+        raise _mismatch(
+            f"the model expects named tensors {[s.name for s in specs]}, got one {type(data).__name__}"
+        )
     if len(specs) == 1:
         return _check_tensor("#0", data, specs[0])
     if not isinstance(data, list | tuple) or len(data) != len(specs):
-        raise _mismatch(f"the model expects {len(specs)} tensors (matched by position), got {type(data).__name__}")
+        raise _mismatch(
+            f"the model expects {len(specs)} tensors (matched by position), got {type(data).__name__}"
+        )
     return [_check_tensor(f"#{i}", v, s) for i, (v, s) in enumerate(zip(data, specs, strict=True))]
 
 
@@ -206,7 +211,9 @@ def convert_param(spec: ParamSpec, value: Any) -> Any:
         if isinstance(value, np.ndarray):
             value = value.tolist()
         if not isinstance(value, list | tuple):
-            raise _mismatch(f"param {spec.name!r}: expected a list of {spec.dtype.value}, got {type(value).__name__}")
+            raise _mismatch(
+                f"param {spec.name!r}: expected a list of {spec.dtype.value}, got {type(value).__name__}"
+            )
         return [_convert_scalar_param(spec, v) for v in value]
     return _convert_scalar_param(spec, value)
 
@@ -222,7 +229,11 @@ def _convert_scalar_param(spec: ParamSpec, value: Any) -> Any:
         if t is DataType.integer and not -(2**31) <= value < 2**31:
             raise _mismatch(f"param {spec.name!r}: {value} does not fit a 32-bit integer")
         ok = value
-    elif t in (DataType.float, DataType.double) and isinstance(value, int | float) and not isinstance(value, bool):
+    elif (
+        t in (DataType.float, DataType.double)
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
+    ):
         ok = float(value)  # int → double is the same safe widening as for columns
     elif t is DataType.string and isinstance(value, str):
         ok = value

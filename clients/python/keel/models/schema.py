@@ -84,7 +84,9 @@ class ColSpec:
 
     def __repr__(self) -> str:
         opt = "" if self.required else " (optional)"
-        return f"{self.name!r}: {self.type.value}{opt}" if self.name is not None else f"{self.type.value}{opt}"
+        return (
+            f"{self.name!r}: {self.type.value}{opt}" if self.name is not None else f"{self.type.value}{opt}"
+        )
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,9 @@ class TensorSpec:
             raise InvalidArgument(f"unsupported tensor dtype {dtype!r}", reason="INVALID_SCHEMA") from None
         if dt.kind == "O":
             # object tensors cannot be checked for anything; MLflow refuses them too
-            raise InvalidArgument("tensor dtype 'object' is not supported; use a column schema", reason="INVALID_SCHEMA")
+            raise InvalidArgument(
+                "tensor dtype 'object' is not supported; use a column schema", reason="INVALID_SCHEMA"
+            )
         object.__setattr__(self, "dtype", dt)
         object.__setattr__(self, "shape", tuple(int(d) for d in shape))
         object.__setattr__(self, "name", name)
@@ -112,7 +116,10 @@ class TensorSpec:
         return self.dtype
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": "tensor", "tensor-spec": {"dtype": str(self.dtype), "shape": list(self.shape)}}
+        out: dict[str, Any] = {
+            "type": "tensor",
+            "tensor-spec": {"dtype": str(self.dtype), "shape": list(self.shape)},
+        }
         if self.name is not None:
             out["name"] = self.name
         return out
@@ -146,7 +153,9 @@ class Schema:
             raise InvalidArgument("a schema cannot mix columns and tensors", reason="INVALID_SCHEMA")
         names = [s.name for s in self.inputs]
         if any(n is None for n in names) and not all(n is None for n in names):
-            raise InvalidArgument("either every input of a schema is named or none is", reason="INVALID_SCHEMA")
+            raise InvalidArgument(
+                "either every input of a schema is named or none is", reason="INVALID_SCHEMA"
+            )
         dup = {n for n in names if n is not None and names.count(n) > 1}
         if dup:
             raise InvalidArgument(f"duplicate names in schema: {sorted(dup)}", reason="INVALID_SCHEMA")
@@ -196,7 +205,9 @@ class ParamSpec:
     default: Any
     shape: tuple[int, ...] | None = None
 
-    def __init__(self, name: str, dtype: DataType | str, default: Any, shape: Sequence[int] | None = None) -> None:
+    def __init__(
+        self, name: str, dtype: DataType | str, default: Any, shape: Sequence[int] | None = None
+    ) -> None:
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "dtype", DataType.parse(dtype))
         object.__setattr__(self, "shape", tuple(shape) if shape is not None else None)
@@ -208,9 +219,11 @@ class ParamSpec:
         object.__setattr__(self, "default", convert_param(self, default) if default is not None else None)
 
     def to_dict(self) -> dict[str, Any]:
-        default = self.default
-        if isinstance(default, np.generic):
-            default = default.item()
+        def plain(v: Any) -> Any:  # JSON-safe: numpy scalars to Python, datetimes to ISO text
+            v = v.item() if isinstance(v, np.generic) else v
+            return v.isoformat() if hasattr(v, "isoformat") else v
+
+        default = [plain(v) for v in self.default] if isinstance(self.default, list) else plain(self.default)
         return {
             "name": self.name,
             "type": self.dtype.value,

@@ -6,9 +6,8 @@ these instead of growing their own conversions.  pandas and torch are imported l
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 import datetime as _dt
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -76,12 +75,15 @@ def to_dataframe(data: Any) -> pd.DataFrame:
             arr = arr.reshape(-1, 1)
         if arr.ndim != 2:
             raise InvalidArgument(
-                f"a {arr.ndim}-D array cannot be used as columns; expected 1-D or 2-D", reason="SIGNATURE_MISMATCH"
+                f"a {arr.ndim}-D array cannot be used as columns; expected 1-D or 2-D",
+                reason="SIGNATURE_MISMATCH",
             )
         return pd.DataFrame(arr)
     if isinstance(data, str | bytes | int | float | bool):
         return pd.DataFrame([data])
-    raise InvalidArgument(f"cannot read input of type {type(data).__name__} as columns", reason="SIGNATURE_MISMATCH")
+    raise InvalidArgument(
+        f"cannot read input of type {type(data).__name__} as columns", reason="SIGNATURE_MISMATCH"
+    )
 
 
 def to_numpy(data: Any) -> np.ndarray:

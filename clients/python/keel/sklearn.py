@@ -1,0 +1,189 @@
+"""The scikit-learn flavor: any estimator or pipeline.
+
+Directory layout and MLmodel keys are MLflow's (``model.pkl``, flavor ``sklearn`` with
+``pickled_model``, ``serialization_format``, ``sklearn_version``), so ``mlflow.sklearn``
+loads keel models and keel loads MLflow's cloudpickle/pickle sklearn models.
+
+Security: loading unpickles the model; only load models from a trusted registry or path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from keel.exceptions import InvalidArgument
+from keel.models import serialization
+from keel.models.environment import installed_version, pinned
+from keel.models.model import (
+    PYFUNC_FLAVOR,
+    Model,
+    ModelInfo,
+    add_code_to_sys_path,
+    add_pyfunc_flavor,
+    copy_code_paths,
+    create_model_dir,
+    finish_model_dir,
+    locate_model,
+)
+from keel.models.model import log_model as _log_model
+from keel.models.signature import ModelSignature
+from keel.models.uri import resolve_model_uri
+
+FLAVOR_NAME = "sklearn"
+LOADER_MODULE = "keel.sklearn"
+PICKLE_FILE = "model.pkl"
+# both are read with the standard unpickler; MLflow's "skops" format needs skops, which keel does not use
+SERIALIZATION_FORMATS = ("cloudpickle", "pickle")
+
+
+def _pickled_objects(sk_model: Any) -> list[Any]:
+    """The estimator and its nested params (steps, FunctionTransformer functions...), whose
+    defining modules may need pickling by value."""
+    objs = [sk_model]
+    get_params = getattr(sk_model, "get_params", None)
+    if callable(get_params):
+        try:
+            objs.extend(get_params(deep=True).values())
+        except Exception:  # a third-party estimator with a broken get_params still saves
+            pass
+    return objs
+
+
+def save_model(
+    sk_model: Any,
+    path: str,
+    code_paths: Sequence[str] | None = None,
+    signature: ModelSignature | None = None,
+    input_example: Any = None,
+    pip_requirements: Sequence[str] | str | None = None,
+    extra_pip_requirements: Sequence[str] | str | None = None,
+    conda_env: dict[str, Any] | str | None = None,
+    metadata: dict[str, Any] | None = None,
+    predict_method: str | None = None,
+    pyfunc_predict_fn: str | None = None,
+    serialization_format: str = "cloudpickle",
+    mlmodel: Model | None = None,
+) -> Model:
+    """Save an estimator to the directory ``path`` (which must not exist or be empty).
+
+    ``predict_method`` (MLflow's name: ``pyfunc_predict_fn``) picks what pyfunc ``predict``
+    calls, e.g. ``"predict_proba"``.
+    """
+    if predict_method and pyfunc_predict_fn and predict_method != pyfunc_predict_fn:
+        raise InvalidArgument("give predict_method or pyfunc_predict_fn, not both", reason="INVALID_ARGUMENT")
+    method = predict_method or pyfunc_predict_fn or "predict"
+    if not callable(getattr(sk_model, method, None)):
+        raise InvalidArgument(
+            f"the model has no method {method!r} for pyfunc predict", reason="INVALID_ARGUMENT"
+        )
+    if serialization_format not in SERIALIZATION_FORMATS:
+        raise InvalidArgument(
+            f"serialization_format {serialization_format!r} is not supported; use one of {SERIALIZATION_FORMATS}",
+            reason="INVALID_ARGUMENT",
+        )
+    path = create_model_dir(path)
+    model = mlmodel or Model()
+    model.metadata = metadata if metadata is not None else model.metadata
+    code = copy_code_paths(path, code_paths)
+    serialization.dump(
+        sk_model, os.path.join(path, PICKLE_FILE), by_value_for=_pickled_objects(sk_model), by_value=not code
+    )
+    model.add_flavor(
+        FLAVOR_NAME,
+        pickled_model=PICKLE_FILE,
+        sklearn_version=installed_version("scikit-learn"),
+        serialization_format=serialization_format,
+        code=code,
+    )
+    add_pyfunc_flavor(model, LOADER_MODULE, code, model_path=PICKLE_FILE, predict_fn=method)
+    return finish_model_dir(
+        path,
+        model,
+        signature=signature,
+        input_example=input_example,
+        predict=getattr(sk_model, method),
+        default_requirements=[pinned("scikit-learn"), pinned("cloudpickle")],
+        pip_requirements=pip_requirements,
+        extra_pip_requirements=extra_pip_requirements,
+        conda_env=conda_env,
+    )
+
+
+def log_model(
+    sk_model: Any,
+    artifact_path: str,
+    signature: ModelSignature | None = None,
+    input_example: Any = None,
+    registered_model_name: str | None = None,
+    pip_requirements: Sequence[str] | str | None = None,
+    extra_pip_requirements: Sequence[str] | str | None = None,
+    conda_env: dict[str, Any] | str | None = None,
+    code_paths: Sequence[str] | None = None,
+    metadata: dict[str, Any] | None = None,
+    predict_method: str | None = None,
+    pyfunc_predict_fn: str | None = None,
+    serialization_format: str = "cloudpickle",
+) -> ModelInfo:
+    """Save the estimator into the active run (starting one if needed) under
+    ``artifact_path`` and, with ``registered_model_name``, register it in the same call."""
+    return _log_model(
+        save_model,
+        artifact_path,
+        registered_model_name,
+        sk_model=sk_model,
+        signature=signature,
+        input_example=input_example,
+        pip_requirements=pip_requirements,
+        extra_pip_requirements=extra_pip_requirements,
+        conda_env=conda_env,
+        code_paths=code_paths,
+        metadata=metadata,
+        predict_method=predict_method,
+        pyfunc_predict_fn=pyfunc_predict_fn,
+        serialization_format=serialization_format,
+    )
+
+
+def _load_from_dir(model_dir: str, meta: Model) -> Any:
+    conf = meta.flavor_conf(FLAVOR_NAME, model_dir)
+    fmt = conf.get("serialization_format", "pickle")
+    if fmt not in SERIALIZATION_FORMATS:
+        raise InvalidArgument(
+            f"the model at {model_dir!r} is serialized as {fmt!r}; keel reads {SERIALIZATION_FORMATS}",
+            reason="UNSUPPORTED_FORMAT",
+        )
+    add_code_to_sys_path(model_dir, conf)
+    return serialization.load(os.path.join(model_dir, conf.get("pickled_model", PICKLE_FILE)))
+
+
+def load_model(model_uri: str) -> Any:
+    """The estimator saved at ``model_uri`` (any form: path, runs:/, models:/, s3://).
+
+    Security: this unpickles the model; only load models from a trusted source.
+    """
+    model_dir = resolve_model_uri(model_uri)
+    return _load_from_dir(model_dir, Model.load(model_dir))
+
+
+class SklearnImpl:
+    def __init__(self, raw_model: Any, method: str) -> None:
+        self.raw_model = raw_model
+        predict = getattr(raw_model, method, None)
+        if not callable(predict):
+            raise InvalidArgument(f"the model has no method {method!r}", reason="INVALID_ARGUMENT")
+        self._predict: Callable[..., Any] = predict
+
+    def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
+        return self._predict(data)
+
+
+def _load_pyfunc(
+    model_dir: str, meta: Model | None = None, model_config: dict[str, Any] | None = None
+) -> SklearnImpl:
+    model_dir, meta = locate_model(model_dir, meta)
+    conf = meta.flavor_conf(PYFUNC_FLAVOR, model_dir)
+    # the method can be overridden at load time: load_model(uri, model_config={"predict_method": ...})
+    method = (model_config or {}).get("predict_method") or conf.get("predict_fn") or "predict"
+    return SklearnImpl(_load_from_dir(model_dir, meta), method)
