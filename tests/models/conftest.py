@@ -29,8 +29,3 @@ def classifier(tabular):
 
     X, y = tabular
     return make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    # registered here so the marker works even before pyproject lists it
-    config.addinivalue_line("markers", "server: needs an in-process keel server (the client fixture)")
