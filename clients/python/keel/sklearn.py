@@ -187,3 +187,7 @@ def _load_pyfunc(
     # the method can be overridden at load time: load_model(uri, model_config={"predict_method": ...})
     method = (model_config or {}).get("predict_method") or conf.get("predict_fn") or "predict"
     return SklearnImpl(_load_from_dir(model_dir, meta), method)
+
+
+# keel.sklearn.autolog(), as MLflow users call it; the patching lives in keel.autologging.
+from keel.autologging.sklearn import autolog  # noqa: E402
