@@ -84,8 +84,9 @@ test: $(STAMP) proto-check
 serve: $(STAMP)
 	$(VENV)/bin/keel server
 
-demo:
-	@echo "make demo: not yet (lands with the demo issue)"
+# Trains, registers, promotes, serves and queries a model; stops everything it started.
+demo: $(STAMP)
+	$(PY) scripts/demo.py
 
 # ---------------------------------------------------------------- benchmarks
 # The anchor MLflow server lives in its own venv (the full mlflow, not mlflow-skinny).
