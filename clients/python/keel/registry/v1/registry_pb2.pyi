@@ -363,9 +363,9 @@ class CreateRegisteredModelRequest(_message.Message):
     TAGS_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """Unique name, 1..256 characters."""
+    """Unique name, 1..256 characters, without '/' or '@' (models:/ URIs could not name it)."""
     description: _builtins.str
-    """Description."""
+    """Description, <= 100000 characters."""
     @_builtins.property
     def tags(self) -> _containers.RepeatedCompositeFieldContainer[Global___RegisteredModelTag]:
         """Initial tags."""
@@ -620,11 +620,12 @@ class CreateModelVersionRequest(_message.Message):
     name: _builtins.str
     """The registered model; it must exist (the SDK's register_model creates it)."""
     source: _builtins.str
-    """Where the model files are: `runs:/<run_id>/<path>`, `models:/...`, or an artifact URI
-    under the server's artifact store.
+    """Where the model files are (<= 4096 characters): `runs:/<run_id>/<path>`, `models:/...`,
+    or an artifact URI under the server's artifact store. NOT_FOUND when nothing is there;
+    checked before a number is handed out, so a bad source consumes none.
     """
     run_id: _builtins.str
-    """The run that produced the model."""
+    """The run that produced the model; taken from a `runs:/` source when empty."""
     description: _builtins.str
     """Description."""
     run_link: _builtins.str

@@ -270,6 +270,7 @@ class ModelRegistryServiceServicer:
 
     def GetModelVersionDownloadUri(self, request, context):
         """Returns the URI the version's files can be downloaded from (the registry snapshot).
+        FAILED_PRECONDITION when the version is not READY.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -277,7 +278,8 @@ class ModelRegistryServiceServicer:
 
     def TransitionModelVersionStage(self, request, context):
         """Moves a version to a stage. With archive_existing_versions, every other version in the
-        target stage (Staging or Production only) is archived in the same transaction.
+        target stage (Staging or Production only) is archived in the same transaction. Moving a
+        version that is not READY to Staging or Production is FAILED_PRECONDITION.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -82,10 +82,13 @@ class ModelRegistryServiceStub:
     `version_number` (numeric comparisons), `tags.<key>`, plus OR and parentheses.
     """
     GetModelVersionDownloadUri: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetModelVersionDownloadUriRequest, _registry_pb2.GetModelVersionDownloadUriResponse]
-    """Returns the URI the version's files can be downloaded from (the registry snapshot)."""
+    """Returns the URI the version's files can be downloaded from (the registry snapshot).
+    FAILED_PRECONDITION when the version is not READY.
+    """
     TransitionModelVersionStage: _grpc.UnaryUnaryMultiCallable[_registry_pb2.TransitionModelVersionStageRequest, _registry_pb2.ModelVersion]
     """Moves a version to a stage. With archive_existing_versions, every other version in the
-    target stage (Staging or Production only) is archived in the same transaction.
+    target stage (Staging or Production only) is archived in the same transaction. Moving a
+    version that is not READY to Staging or Production is FAILED_PRECONDITION.
     """
     GetLatestVersions: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetLatestVersionsRequest, _registry_pb2.GetLatestVersionsResponse]
     """Returns the latest version in each requested stage (all stages when none are given)."""
@@ -151,10 +154,13 @@ class ModelRegistryServiceAsyncStub(ModelRegistryServiceStub):
     `version_number` (numeric comparisons), `tags.<key>`, plus OR and parentheses.
     """
     GetModelVersionDownloadUri: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetModelVersionDownloadUriRequest, _registry_pb2.GetModelVersionDownloadUriResponse]  # type: ignore[assignment]
-    """Returns the URI the version's files can be downloaded from (the registry snapshot)."""
+    """Returns the URI the version's files can be downloaded from (the registry snapshot).
+    FAILED_PRECONDITION when the version is not READY.
+    """
     TransitionModelVersionStage: _aio.UnaryUnaryMultiCallable[_registry_pb2.TransitionModelVersionStageRequest, _registry_pb2.ModelVersion]  # type: ignore[assignment]
     """Moves a version to a stage. With archive_existing_versions, every other version in the
-    target stage (Staging or Production only) is archived in the same transaction.
+    target stage (Staging or Production only) is archived in the same transaction. Moving a
+    version that is not READY to Staging or Production is FAILED_PRECONDITION.
     """
     GetLatestVersions: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetLatestVersionsRequest, _registry_pb2.GetLatestVersionsResponse]  # type: ignore[assignment]
     """Returns the latest version in each requested stage (all stages when none are given)."""
@@ -313,7 +319,9 @@ class ModelRegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.GetModelVersionDownloadUriRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.GetModelVersionDownloadUriResponse, _abc.Awaitable[_registry_pb2.GetModelVersionDownloadUriResponse]]:
-        """Returns the URI the version's files can be downloaded from (the registry snapshot)."""
+        """Returns the URI the version's files can be downloaded from (the registry snapshot).
+        FAILED_PRECONDITION when the version is not READY.
+        """
 
     @_abc_1.abstractmethod
     def TransitionModelVersionStage(
@@ -322,7 +330,8 @@ class ModelRegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.ModelVersion, _abc.Awaitable[_registry_pb2.ModelVersion]]:
         """Moves a version to a stage. With archive_existing_versions, every other version in the
-        target stage (Staging or Production only) is archived in the same transaction.
+        target stage (Staging or Production only) is archived in the same transaction. Moving a
+        version that is not READY to Staging or Production is FAILED_PRECONDITION.
         """
 
     @_abc_1.abstractmethod
