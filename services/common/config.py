@@ -38,6 +38,8 @@ class Settings:
     http_port: int = 0
     # Inference: seconds between polls of the registry for stage/alias moves.
     registry_poll_seconds: float = 2.0
+    # Let several processes listen on one port (SO_REUSEPORT): `keel models serve --workers N`.
+    reuse_port: bool = False
 
     @classmethod
     def load(

@@ -25,37 +25,37 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!keel/inference/v1/inference.proto\x12\x11keel.inference.v1\x1a\x1bgoogle/protobuf/empty.proto\"\xef\x01\n\nDeployment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tmodel_uri\x18\x02 \x01(\t\x12\x31\n\x05state\x18\x03 \x01(\x0e\x32\".keel.inference.v1.DeploymentState\x12\x15\n\rstate_message\x18\x04 \x01(\t\x12\x12\n\nmodel_name\x18\x05 \x01(\t\x12\x15\n\rmodel_version\x18\x06 \x01(\x03\x12\x1a\n\x12\x63reation_timestamp\x18\x07 \x01(\x03\x12\x1e\n\x16last_updated_timestamp\x18\x08 \x01(\x03\x12\x0f\n\x07\x66lavors\x18\t \x03(\t\":\n\x17\x43reateDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tmodel_uri\x18\x02 \x01(\t\"$\n\x14GetDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"?\n\x16ListDeploymentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"f\n\x17ListDeploymentsResponse\x12\x32\n\x0b\x64\x65ployments\x18\x01 \x03(\x0b\x32\x1d.keel.inference.v1.Deployment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x17\x44\x65leteDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"E\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"7\n\tTensorSet\x12*\n\x07tensors\x18\x01 \x03(\x0b\x32\x19.keel.inference.v1.Tensor\"\xa9\x01\n\x0ePredictRequest\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12\x0e\n\x04json\x18\x03 \x01(\tH\x00\x12\r\n\x03\x63sv\x18\x04 \x01(\tH\x00\x12/\n\x07tensors\x18\x05 \x01(\x0b\x32\x1c.keel.inference.v1.TensorSetH\x00\x12\x13\n\x0bparams_json\x18\x06 \x01(\tB\x07\n\x05input\"\x87\x01\n\x0fPredictResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12\x0e\n\x04json\x18\x03 \x01(\tH\x00\x12/\n\x07tensors\x18\x04 \x01(\x0b\x32\x1c.keel.inference.v1.TensorSetH\x00\x42\x08\n\x06output\"x\n\x15PredictStreamResponse\x12\x34\n\x08response\x18\x01 \x01(\x0b\x32\".keel.inference.v1.PredictResponse\x12\x12\n\nerror_code\x18\x02 \x01(\x05\x12\x15\n\rerror_message\x18\x03 \x01(\t*\xa8\x01\n\x0f\x44\x65ploymentState\x12 \n\x1c\x44\x45PLOYMENT_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x44\x45PLOYMENT_STATE_PENDING\x10\x01\x12\x1c\n\x18\x44\x45PLOYMENT_STATE_LOADING\x10\x02\x12\x1a\n\x16\x44\x45PLOYMENT_STATE_READY\x10\x03\x12\x1b\n\x17\x44\x45PLOYMENT_STATE_FAILED\x10\x04\x32\xc0\x04\n\x10InferenceService\x12]\n\x10\x43reateDeployment\x12*.keel.inference.v1.CreateDeploymentRequest\x1a\x1d.keel.inference.v1.Deployment\x12W\n\rGetDeployment\x12\'.keel.inference.v1.GetDeploymentRequest\x1a\x1d.keel.inference.v1.Deployment\x12h\n\x0fListDeployments\x12).keel.inference.v1.ListDeploymentsRequest\x1a*.keel.inference.v1.ListDeploymentsResponse\x12V\n\x10\x44\x65leteDeployment\x12*.keel.inference.v1.DeleteDeploymentRequest\x1a\x16.google.protobuf.Empty\x12P\n\x07Predict\x12!.keel.inference.v1.PredictRequest\x1a\".keel.inference.v1.PredictResponse\x12`\n\rPredictStream\x12!.keel.inference.v1.PredictRequest\x1a(.keel.inference.v1.PredictStreamResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!keel/inference/v1/inference.proto\x12\x11keel.inference.v1\x1a\x1bgoogle/protobuf/empty.proto\"\xa3\x02\n\nDeployment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tmodel_uri\x18\x02 \x01(\t\x12\x31\n\x05state\x18\x03 \x01(\x0e\x32\".keel.inference.v1.DeploymentState\x12\x15\n\rstate_message\x18\x04 \x01(\t\x12\x12\n\nmodel_name\x18\x05 \x01(\t\x12\x15\n\rmodel_version\x18\x06 \x01(\x03\x12\x1a\n\x12\x63reation_timestamp\x18\x07 \x01(\x03\x12\x1e\n\x16last_updated_timestamp\x18\x08 \x01(\x03\x12\x0f\n\x07\x66lavors\x18\t \x03(\t\x12\x16\n\x0emax_batch_size\x18\n \x01(\x05\x12\x1a\n\x12max_batch_delay_ms\x18\x0b \x01(\x01\"n\n\x17\x43reateDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tmodel_uri\x18\x02 \x01(\t\x12\x16\n\x0emax_batch_size\x18\x03 \x01(\x05\x12\x1a\n\x12max_batch_delay_ms\x18\x04 \x01(\x01\"$\n\x14GetDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"?\n\x16ListDeploymentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"f\n\x17ListDeploymentsResponse\x12\x32\n\x0b\x64\x65ployments\x18\x01 \x03(\x0b\x32\x1d.keel.inference.v1.Deployment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x17\x44\x65leteDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"E\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"7\n\tTensorSet\x12*\n\x07tensors\x18\x01 \x03(\x0b\x32\x19.keel.inference.v1.Tensor\"\xa9\x01\n\x0ePredictRequest\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12\x0e\n\x04json\x18\x03 \x01(\tH\x00\x12\r\n\x03\x63sv\x18\x04 \x01(\tH\x00\x12/\n\x07tensors\x18\x05 \x01(\x0b\x32\x1c.keel.inference.v1.TensorSetH\x00\x12\x13\n\x0bparams_json\x18\x06 \x01(\tB\x07\n\x05input\"\x87\x01\n\x0fPredictResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12\x0e\n\x04json\x18\x03 \x01(\tH\x00\x12/\n\x07tensors\x18\x04 \x01(\x0b\x32\x1c.keel.inference.v1.TensorSetH\x00\x42\x08\n\x06output\"x\n\x15PredictStreamResponse\x12\x34\n\x08response\x18\x01 \x01(\x0b\x32\".keel.inference.v1.PredictResponse\x12\x12\n\nerror_code\x18\x02 \x01(\x05\x12\x15\n\rerror_message\x18\x03 \x01(\t*\xa8\x01\n\x0f\x44\x65ploymentState\x12 \n\x1c\x44\x45PLOYMENT_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x44\x45PLOYMENT_STATE_PENDING\x10\x01\x12\x1c\n\x18\x44\x45PLOYMENT_STATE_LOADING\x10\x02\x12\x1a\n\x16\x44\x45PLOYMENT_STATE_READY\x10\x03\x12\x1b\n\x17\x44\x45PLOYMENT_STATE_FAILED\x10\x04\x32\xc0\x04\n\x10InferenceService\x12]\n\x10\x43reateDeployment\x12*.keel.inference.v1.CreateDeploymentRequest\x1a\x1d.keel.inference.v1.Deployment\x12W\n\rGetDeployment\x12\'.keel.inference.v1.GetDeploymentRequest\x1a\x1d.keel.inference.v1.Deployment\x12h\n\x0fListDeployments\x12).keel.inference.v1.ListDeploymentsRequest\x1a*.keel.inference.v1.ListDeploymentsResponse\x12V\n\x10\x44\x65leteDeployment\x12*.keel.inference.v1.DeleteDeploymentRequest\x1a\x16.google.protobuf.Empty\x12P\n\x07Predict\x12!.keel.inference.v1.PredictRequest\x1a\".keel.inference.v1.PredictResponse\x12`\n\rPredictStream\x12!.keel.inference.v1.PredictRequest\x1a(.keel.inference.v1.PredictStreamResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'keel.inference.v1.inference_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DEPLOYMENTSTATE']._serialized_start=1196
-  _globals['_DEPLOYMENTSTATE']._serialized_end=1364
+  _globals['_DEPLOYMENTSTATE']._serialized_start=1300
+  _globals['_DEPLOYMENTSTATE']._serialized_end=1468
   _globals['_DEPLOYMENT']._serialized_start=86
-  _globals['_DEPLOYMENT']._serialized_end=325
-  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_start=327
-  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_end=385
-  _globals['_GETDEPLOYMENTREQUEST']._serialized_start=387
-  _globals['_GETDEPLOYMENTREQUEST']._serialized_end=423
-  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_start=425
-  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_end=488
-  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_start=490
-  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_end=592
-  _globals['_DELETEDEPLOYMENTREQUEST']._serialized_start=594
-  _globals['_DELETEDEPLOYMENTREQUEST']._serialized_end=633
-  _globals['_TENSOR']._serialized_start=635
-  _globals['_TENSOR']._serialized_end=704
-  _globals['_TENSORSET']._serialized_start=706
-  _globals['_TENSORSET']._serialized_end=761
-  _globals['_PREDICTREQUEST']._serialized_start=764
-  _globals['_PREDICTREQUEST']._serialized_end=933
-  _globals['_PREDICTRESPONSE']._serialized_start=936
-  _globals['_PREDICTRESPONSE']._serialized_end=1071
-  _globals['_PREDICTSTREAMRESPONSE']._serialized_start=1073
-  _globals['_PREDICTSTREAMRESPONSE']._serialized_end=1193
-  _globals['_INFERENCESERVICE']._serialized_start=1367
-  _globals['_INFERENCESERVICE']._serialized_end=1943
+  _globals['_DEPLOYMENT']._serialized_end=377
+  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_start=379
+  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_end=489
+  _globals['_GETDEPLOYMENTREQUEST']._serialized_start=491
+  _globals['_GETDEPLOYMENTREQUEST']._serialized_end=527
+  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_start=529
+  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_end=592
+  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_start=594
+  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_end=696
+  _globals['_DELETEDEPLOYMENTREQUEST']._serialized_start=698
+  _globals['_DELETEDEPLOYMENTREQUEST']._serialized_end=737
+  _globals['_TENSOR']._serialized_start=739
+  _globals['_TENSOR']._serialized_end=808
+  _globals['_TENSORSET']._serialized_start=810
+  _globals['_TENSORSET']._serialized_end=865
+  _globals['_PREDICTREQUEST']._serialized_start=868
+  _globals['_PREDICTREQUEST']._serialized_end=1037
+  _globals['_PREDICTRESPONSE']._serialized_start=1040
+  _globals['_PREDICTRESPONSE']._serialized_end=1175
+  _globals['_PREDICTSTREAMRESPONSE']._serialized_start=1177
+  _globals['_PREDICTSTREAMRESPONSE']._serialized_end=1297
+  _globals['_INFERENCESERVICE']._serialized_start=1471
+  _globals['_INFERENCESERVICE']._serialized_end=2047
 # @@protoc_insertion_point(module_scope)

@@ -74,6 +74,8 @@ class Deployment(_message.Message):
     CREATION_TIMESTAMP_FIELD_NUMBER: _builtins.int
     LAST_UPDATED_TIMESTAMP_FIELD_NUMBER: _builtins.int
     FLAVORS_FIELD_NUMBER: _builtins.int
+    MAX_BATCH_SIZE_FIELD_NUMBER: _builtins.int
+    MAX_BATCH_DELAY_MS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Unique name: 1..63 characters of lowercase letters, digits and `-`, starting with a
     letter. It is also the KServe v2 `model_name`.
@@ -92,6 +94,12 @@ class Deployment(_message.Message):
     """Creation time, ms since epoch."""
     last_updated_timestamp: _builtins.int
     """Last state change on this replica, ms since epoch."""
+    max_batch_size: _builtins.int
+    """Server-side micro-batching: concurrent single-row column requests are merged into one
+    model call of at most this many rows (0 or 1 = off).
+    """
+    max_batch_delay_ms: _builtins.float
+    """Longest time, in milliseconds, the first request of a batch waits for others (0..1000)."""
     @_builtins.property
     def flavors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The model's flavors, e.g. `sklearn`, `pytorch`, `python_function`."""
@@ -108,10 +116,12 @@ class Deployment(_message.Message):
         creation_timestamp: _builtins.int = ...,
         last_updated_timestamp: _builtins.int = ...,
         flavors: _abc.Iterable[_builtins.str] | None = ...,
+        max_batch_size: _builtins.int = ...,
+        max_batch_delay_ms: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["creation_timestamp", b"creation_timestamp", "flavors", b"flavors", "last_updated_timestamp", b"last_updated_timestamp", "model_name", b"model_name", "model_uri", b"model_uri", "model_version", b"model_version", "name", b"name", "state", b"state", "state_message", b"state_message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["creation_timestamp", b"creation_timestamp", "flavors", b"flavors", "last_updated_timestamp", b"last_updated_timestamp", "max_batch_delay_ms", b"max_batch_delay_ms", "max_batch_size", b"max_batch_size", "model_name", b"model_name", "model_uri", b"model_uri", "model_version", b"model_version", "name", b"name", "state", b"state", "state_message", b"state_message"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -125,19 +135,29 @@ class CreateDeploymentRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     MODEL_URI_FIELD_NUMBER: _builtins.int
+    MAX_BATCH_SIZE_FIELD_NUMBER: _builtins.int
+    MAX_BATCH_DELAY_MS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Unique deployment name (see Deployment.name)."""
     model_uri: _builtins.str
     """The model URI to serve."""
+    max_batch_size: _builtins.int
+    """Micro-batching (see Deployment.max_batch_size): 0 = off, at most 4096."""
+    max_batch_delay_ms: _builtins.float
+    """Micro-batching window in milliseconds (see Deployment.max_batch_delay_ms): 0..1000;
+    defaults to 2 when max_batch_size > 1.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         model_uri: _builtins.str = ...,
+        max_batch_size: _builtins.int = ...,
+        max_batch_delay_ms: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_uri", b"model_uri", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_batch_delay_ms", b"max_batch_delay_ms", "max_batch_size", b"max_batch_size", "model_uri", b"model_uri", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -320,8 +340,8 @@ class PredictRequest(_message.Message):
     deployment: _builtins.str
     """The deployment to ask."""
     model_version: _builtins.int
-    """A registered version to answer (it must be the deployment's current or loading version);
-    0 means the deployment's current version.
+    """A registered version to answer: it must be the deployment's current version (NOT_FOUND,
+    reason MODEL_VERSION_NOT_LOADED, otherwise); 0 means whatever version is current.
     """
     json: _builtins.str
     """A JSON document as MLflow's scoring server accepts: exactly one of `dataframe_split`,
