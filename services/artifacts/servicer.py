@@ -1,13 +1,115 @@
-"""Placeholder: the artifacts service is registered (health, reflection) but its RPCs are not built yet."""
+"""gRPC servicer of ``keel.artifacts.v1.ArtifactService``: request shape, proto ⇄ domain, and a
+call into ``ArtifactRepository`` (store.py). Errors are domain errors; the interceptor maps them."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import grpc
 
-from keel.artifacts.v1 import artifacts_pb2, artifacts_pb2_grpc
+from keel.artifacts.v1 import artifacts_pb2 as pb
+from keel.artifacts.v1 import artifacts_pb2_grpc
+from keel_server.artifacts.store import ArtifactRepository, Location
+from keel_server.artifacts.stores import ObjectInfo
 from keel_server.common.app import App
+from keel_server.common.errors import InvalidArgument
+
+_PRESIGN_METHODS = {pb.PRESIGN_METHOD_GET: "GET", pb.PRESIGN_METHOD_PUT: "PUT"}
+
+
+def _file_info(info: ObjectInfo) -> pb.FileInfo:
+    return pb.FileInfo(path=info.path, is_dir=info.is_dir, file_size=info.size, sha256=info.sha256)
+
+
+class ArtifactServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
+    def __init__(self, app: App) -> None:
+        self._app = app
+        self._repo: ArtifactRepository | None = None
+
+    @property
+    def repo(self) -> ArtifactRepository:
+        if self._repo is None:
+            self._repo = ArtifactRepository(self._app.artifact_store)
+        return self._repo
+
+    def _locate(self, ref: pb.ArtifactRef, field: str = "ref") -> Location:
+        return self.repo.locate(ref.run_id, ref.artifact_uri, ref.path, field=field)
+
+    def UploadArtifact(self, request_iterator: Iterator[pb.UploadArtifactRequest], context: grpc.ServicerContext) -> pb.FileInfo:
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("message") != "header":
+            raise InvalidArgument("the first message of an upload must be its header", reason="MISSING_HEADER", field="header")
+        header = first.header
+        session = self.repo.begin_upload(
+            self._locate(header.ref), header.size if header.HasField("size") else None, header.sha256
+        )
+        try:
+            for message in request_iterator:
+                kind = message.WhichOneof("message")
+                if kind == "chunk":
+                    session.write(message.chunk)
+                elif kind == "trailer":
+                    session.expect_sha256(message.trailer.sha256)
+                else:
+                    raise InvalidArgument(
+                        "an upload has one header, then chunks, then at most one trailer", reason="UNEXPECTED_MESSAGE"
+                    )
+            return _file_info(session.commit())
+        except BaseException:
+            # Client cancelled, stream broke, a check failed: nothing may be left behind.
+            session.abort()
+            raise
+
+    def DownloadArtifact(
+        self, request: pb.DownloadArtifactRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.DownloadArtifactResponse]:
+        info, chunks = self.repo.download(self._locate(request.ref), request.offset)
+        try:
+            yield pb.DownloadArtifactResponse(
+                header=pb.DownloadHeader(file_size=info.size, sha256=info.sha256, offset=request.offset)
+            )
+            for chunk in chunks:
+                yield pb.DownloadArtifactResponse(chunk=chunk)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+
+    def ListArtifacts(self, request: pb.ListArtifactsRequest, context: grpc.ServicerContext) -> pb.ListArtifactsResponse:
+        location = self._locate(request.ref)
+        entries, token = self.repo.list(location, request.recursive, request.page_size, request.page_token)
+        return pb.ListArtifactsResponse(
+            root_uri=location.root, files=[_file_info(e) for e in entries], next_page_token=token
+        )
+
+    def StatArtifact(self, request: pb.StatArtifactRequest, context: grpc.ServicerContext) -> pb.FileInfo:
+        return _file_info(self.repo.stat(self._locate(request.ref)))
+
+    def DeleteArtifact(self, request: pb.DeleteArtifactRequest, context: grpc.ServicerContext) -> pb.DeleteArtifactResponse:
+        return pb.DeleteArtifactResponse(deleted_count=self.repo.delete(self._locate(request.ref)))
+
+    def CreatePresignedUrl(
+        self, request: pb.CreatePresignedUrlRequest, context: grpc.ServicerContext
+    ) -> pb.CreatePresignedUrlResponse:
+        url, expiration = self.repo.presign(
+            self._locate(request.ref), _PRESIGN_METHODS.get(request.method, ""), request.expires_in_seconds
+        )
+        return pb.CreatePresignedUrlResponse(url=url, expiration_time=expiration)
+
+    def ResolveArtifactUri(
+        self, request: pb.ResolveArtifactUriRequest, context: grpc.ServicerContext
+    ) -> pb.ResolveArtifactUriResponse:
+        if not request.uri:
+            raise InvalidArgument("uri is required: runs:/<run_id>/<path> or a store URI", reason="INVALID_ARTIFACT_URI", field="uri")
+        return pb.ResolveArtifactUriResponse(artifact_uri=self.repo.resolve(request.uri))
+
+    def CopyArtifacts(self, request: pb.CopyArtifactsRequest, context: grpc.ServicerContext) -> pb.CopyArtifactsResponse:
+        count, total = self.repo.copy(self._locate(request.source, "source"), self._locate(request.destination, "destination"))
+        return pb.CopyArtifactsResponse(file_count=count, total_bytes=total)
 
 
 def add_to_server(server: grpc.Server, app: App) -> list[str]:
-    artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(artifacts_pb2_grpc.ArtifactServiceServicer(), server)
-    return [artifacts_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name]
+    # Open the store now: an unknown scheme or incomplete S3 settings stop `keel server` at start.
+    _ = app.artifact_store
+    artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(ArtifactServicer(app), server)
+    return [pb.DESCRIPTOR.services_by_name["ArtifactService"].full_name]

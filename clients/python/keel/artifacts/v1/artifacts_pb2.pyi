@@ -117,29 +117,35 @@ Global___FileInfo: _TypeAlias = FileInfo  # noqa: Y015
 
 @_typing.final
 class UploadArtifactRequest(_message.Message):
-    """One message of an upload stream: the header first, then chunks."""
+    """One message of an upload stream: the header first, then chunks, then optionally a trailer."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     HEADER_FIELD_NUMBER: _builtins.int
     CHUNK_FIELD_NUMBER: _builtins.int
+    TRAILER_FIELD_NUMBER: _builtins.int
     chunk: _builtins.bytes
     """Next bytes of the file, at most 4 MiB per message."""
     @_builtins.property
     def header(self) -> Global___UploadHeader:
         """First message only."""
 
+    @_builtins.property
+    def trailer(self) -> Global___UploadTrailer:
+        """Optional last message, for clients that hash while sending (one pass over the file)."""
+
     def __init__(
         self,
         *,
         header: Global___UploadHeader | None = ...,
         chunk: _builtins.bytes = ...,
+        trailer: Global___UploadTrailer | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "message", b"message"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "message", b"message", "trailer", b"trailer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "message", b"message", "trailer", b"trailer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["header", "chunk"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["header", "chunk", "trailer"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
@@ -182,6 +188,30 @@ class UploadHeader(_message.Message):
 Global___UploadHeader: _TypeAlias = UploadHeader  # noqa: Y015
 
 @_typing.final
+class UploadTrailer(_message.Message):
+    """The optional last message of an upload."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHA256_FIELD_NUMBER: _builtins.int
+    sha256: _builtins.str
+    """Lowercase hex sha256 of the whole file; a mismatch fails the upload like the header's
+    sha256 does. When both are set they must agree.
+    """
+    def __init__(
+        self,
+        *,
+        sha256: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sha256", b"sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadTrailer: _TypeAlias = UploadTrailer  # noqa: Y015
+
+@_typing.final
 class DownloadArtifactRequest(_message.Message):
     """Request for DownloadArtifact."""
 
@@ -190,7 +220,9 @@ class DownloadArtifactRequest(_message.Message):
     REF_FIELD_NUMBER: _builtins.int
     OFFSET_FIELD_NUMBER: _builtins.int
     offset: _builtins.int
-    """Byte offset to start from (resume); must be <= the file size."""
+    """Byte offset to start from (resume); must be <= the file size, else INVALID_ARGUMENT
+    (reason OFFSET_OUT_OF_RANGE).
+    """
     @_builtins.property
     def ref(self) -> Global___ArtifactRef:
         """The file."""

@@ -1,0 +1,233 @@
+"""Artifact stores: where the bytes live, chosen by the scheme of ``KEEL_ARTIFACT_URI``.
+
+One small interface (``ArtifactStore``) with two implementations: ``file://`` (a local folder,
+the embedded default) and ``s3://bucket/prefix`` (any S3 server, through the ``minio`` SDK).
+Every method takes absolute store URIs; the domain layer (``keel_server.artifacts.store``) turns
+runs and relative paths into those URIs and checks that they stay under ``root_uri``.
+
+Guarantees every store keeps:
+
+- a write is streamed (``open_writer`` → ``write`` chunks → ``commit``) and the object becomes
+  visible only at ``commit``, after the received size and sha256 matched what was expected;
+  ``abort`` (or any failure) leaves nothing behind, and a commit replaces an existing object
+  atomically;
+- reads stream from a byte offset and never hold a whole object in memory;
+- the sha256 of every object written through keel is known afterwards: kept as object metadata
+  where the store can (S3, when known up front) and always in the ``artifact_object`` table,
+  keyed by the object's URI and checked against its size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from keel_server.common import db as dbmod
+from keel_server.common.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from keel_server.common.config import Settings
+
+# Largest chunk a reader yields (and the SDK sends): big enough to keep per-message overhead
+# small, small enough that a few in flight keep memory flat.
+READ_CHUNK_BYTES = 1024 * 1024
+
+KNOWN_SCHEMES = ("file", "s3")
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """A file or directory. ``path`` is relative to the URI that was listed ('' for stat)."""
+
+    path: str
+    is_dir: bool
+    size: int = 0
+    sha256: str = ""
+
+
+def join_uri(base: str, relative: str) -> str:
+    """``base`` + ``/`` + ``relative`` (``relative`` already validated; '' gives ``base``)."""
+    return f"{base.rstrip('/')}/{relative}" if relative else base.rstrip("/")
+
+
+class ArtifactWriter(ABC):
+    """One upload in progress. Hashes and counts what it is given; subclasses store it."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.size = 0
+        self._hash = hashlib.sha256()
+        self._done = False
+
+    def write(self, data: bytes) -> None:
+        self._hash.update(data)
+        self.size += len(data)
+        self._write(data)
+
+    def commit(self, expected_size: int | None, expected_sha256: str) -> ObjectInfo:
+        """Publishes the object if size and sha256 match what the client announced; otherwise
+        aborts and raises INVALID_ARGUMENT (nothing is stored)."""
+        sha = self._hash.hexdigest()
+        try:
+            if expected_size is not None and expected_size != self.size:
+                raise InvalidArgument(
+                    f"upload of {self.uri} announced {expected_size} bytes but {self.size} arrived; nothing was stored",
+                    reason="SIZE_MISMATCH",
+                    metadata={"expected": expected_size, "received": self.size},
+                )
+            if expected_sha256 and expected_sha256 != sha:
+                raise InvalidArgument(
+                    f"upload of {self.uri} has sha256 {sha} but the client announced {expected_sha256}; "
+                    "nothing was stored (the bytes were corrupted or the file changed while it was sent)",
+                    reason="CHECKSUM_MISMATCH",
+                    metadata={"expected": expected_sha256, "received": sha},
+                )
+            self._publish(sha)
+        except BaseException:
+            self.abort()
+            raise
+        self._done = True
+        return ObjectInfo(path="", is_dir=False, size=self.size, sha256=sha)
+
+    def abort(self) -> None:
+        """Discards everything written so far. Safe to call twice."""
+        if not self._done:
+            self._done = True
+            self._discard()
+
+    @abstractmethod
+    def _write(self, data: bytes) -> None: ...
+
+    @abstractmethod
+    def _publish(self, sha256: str) -> None:
+        """Makes the object visible atomically (and records its checksum)."""
+
+    @abstractmethod
+    def _discard(self) -> None: ...
+
+
+class ArtifactStore(ABC):
+    """The byte store behind the artifact service. All URIs are absolute store URIs."""
+
+    scheme: str
+    #: Absolute, normalised root (``file:///abs/path`` or ``s3://bucket/prefix``).
+    root_uri: str
+
+    # ---- the interface -------------------------------------------------------------------
+    @abstractmethod
+    def open_writer(self, uri: str, expected_sha256: str = "", expected_size: int | None = None) -> ArtifactWriter:
+        """Starts a streamed write of one file. The expectations are hints (S3 keeps the sha256
+        as metadata and sizes its parts); ``commit`` is where they are enforced."""
+
+    @abstractmethod
+    def open_reader(self, uri: str, offset: int = 0) -> tuple[ObjectInfo, Iterator[bytes]]:
+        """Size/sha256 of a file and an iterator of its bytes from ``offset``. Closing the
+        iterator (or exhausting it) releases the file or connection. NotFound when absent."""
+
+    @abstractmethod
+    def stat(self, uri: str) -> ObjectInfo:
+        """A file (size, sha256) or directory. NotFound when nothing is there."""
+
+    @abstractmethod
+    def list_entries(self, uri: str, recursive: bool, cursor: str = "", limit: int = 1000) -> tuple[list[ObjectInfo], str]:
+        """At most ``limit`` entries under folder ``uri`` (paths relative to it) in the store's
+        order, resumed after ``cursor``; returns them and the cursor of the next page ('' at the
+        end). Cursors are opaque to callers. Recursive listings report files only; a missing
+        folder or a file lists as empty."""
+
+    @abstractmethod
+    def delete(self, uri: str) -> int:
+        """Deletes a file or everything under a directory; returns the number of files."""
+
+    @abstractmethod
+    def copy_tree(self, src_uri: str, dst_uri: str) -> tuple[int, int]:
+        """Copies a file or directory to ``dst_uri`` inside the store (server-side on S3),
+        replacing what was there; returns (file count, total bytes)."""
+
+    @abstractmethod
+    def presign(self, uri: str, method: str, expires_seconds: int) -> str:
+        """A presigned ``GET`` or ``PUT`` URL; FailedPrecondition where unsupported."""
+
+    def describe(self) -> str:
+        """How error messages name this store (``artifact store s3://b/p at http://host:port``)."""
+        return f"artifact store {self.root_uri}"
+
+    def normalize_uri(self, uri: str) -> str:
+        """The canonical spelling of a URI of this store (no trailing ``/``)."""
+        return uri.rstrip("/")
+
+    def contains(self, uri: str) -> bool:
+        """True when ``uri`` is the root or under it."""
+        root = self.root_uri.rstrip("/")
+        return uri == root or uri.startswith(root + "/")
+
+    def check_ready(self) -> None:
+        """Raises Unavailable (or FailedPrecondition for bad credentials) if the store cannot
+        be used now. Cheap; the first call may create the bucket."""
+        return None
+
+    # ---- checksum index: the artifact_object table ----------------------------------------
+    # Keyed by sha256 of the URI. A row counts only while its size matches the object's, so a
+    # file replaced outside keel reads as "sha256 unknown", never as a wrong sha256.
+    _index_locks = [threading.Lock() for _ in range(64)]
+
+    @staticmethod
+    def _uri_key(uri: str) -> str:
+        return hashlib.sha256(uri.encode()).hexdigest()
+
+    def _lock_for(self, uri: str) -> threading.Lock:
+        """Serialises publish+record of one URI inside this process (last writer wins consistently)."""
+        return self._index_locks[int(self._uri_key(uri)[:8], 16) % len(self._index_locks)]
+
+    def _remember(self, uri: str, size: int, sha256: str) -> None:
+        model = dbmod.ArtifactObject
+        with dbmod.write_transaction():
+            model.insert(uri_hash=self._uri_key(uri), uri=uri, size=size, sha256=sha256, updated_time=dbmod.now_ms()).on_conflict(
+                conflict_target=[model.uri_hash] if not dbmod.is_mysql() else None,
+                update={model.size: size, model.sha256: sha256, model.updated_time: dbmod.now_ms(), model.uri: uri},
+            ).execute()
+
+    def _recall(self, uri: str, size: int) -> str:
+        row = dbmod.ArtifactObject.get_or_none(dbmod.ArtifactObject.uri_hash == self._uri_key(uri))
+        return row.sha256 if row is not None and row.size == size else ""
+
+    def _forget(self, uris: Iterable[str]) -> None:
+        keys = [self._uri_key(u) for u in uris]
+        for start in range(0, len(keys), 500):
+            batch = keys[start : start + 500]
+            with dbmod.write_transaction():
+                dbmod.ArtifactObject.delete().where(dbmod.ArtifactObject.uri_hash.in_(batch)).execute()
+
+
+def open_store(settings: Settings) -> ArtifactStore:
+    """The store ``settings.artifact_uri`` names. ValueError (one line, listing the known
+    schemes) for an unknown scheme or incomplete settings, so ``keel server`` refuses to start."""
+    uri = settings.artifact_uri
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    if scheme == "file":
+        from keel_server.artifacts.stores.local import LocalArtifactStore
+
+        return LocalArtifactStore(uri)
+    if scheme == "s3":
+        from keel_server.artifacts.stores.s3 import S3ArtifactStore
+
+        return S3ArtifactStore.from_settings(settings)
+    raise ValueError(
+        f"unknown artifact store scheme {scheme or '(none)'!r} in KEEL_ARTIFACT_URI={uri!r}; "
+        f"known schemes: {', '.join(KNOWN_SCHEMES)} (file://./keel-artifacts, s3://bucket/prefix)"
+    )
+
+
+__all__ = [
+    "KNOWN_SCHEMES",
+    "READ_CHUNK_BYTES",
+    "ArtifactStore",
+    "ArtifactWriter",
+    "ObjectInfo",
+    "join_uri",
+    "open_store",
+]
