@@ -10,6 +10,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -53,6 +54,13 @@ def running_server(
         )
     finally:
         running.stop(grace=1.0)
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for servers that cannot bind port 0 themselves)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 LISTENING = re.compile(r"keel server listening on [^:]+:(\d+)")

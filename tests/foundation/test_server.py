@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from server_fixtures import running_server, server_process
+from server_fixtures import free_port, running_server, server_process
 
 KEEL_SERVICES = [
     "keel.tracking.v1.TrackingService",
@@ -184,12 +184,9 @@ def test_each_service_runs_alone_on_its_own_port(tmp_path: Path) -> None:
 
 
 def test_prometheus_metrics_count_rpcs(tmp_path: Path) -> None:
-    import socket
     import urllib.request
 
-    with socket.socket() as probe:  # a free port for the metrics endpoint
-        probe.bind(("127.0.0.1", 0))
-        metrics_port = probe.getsockname()[1]
+    metrics_port = free_port()
     env = {"KEEL_DB_URL": f"sqlite:///{tmp_path}/keel.db", "KEEL_ARTIFACT_URI": f"file://{tmp_path}/artifacts"}
     with server_process(args=["--metrics-port", str(metrics_port)], env=env, cwd=tmp_path) as handle:
         with grpc.insecure_channel(f"127.0.0.1:{handle.port}") as channel:

@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import pytest
 from backends import make_database_url, selected_backends
-from server_fixtures import ServerHandle, running_server
+from server_fixtures import ServerHandle, free_port, running_server
+from serving_helpers import IRIS_COLUMNS, iris_frame, save_iris
 
 import keel
 from keel.exceptions import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from tests.inference.conftest import IRIS_COLUMNS, free_port, iris_frame, save_iris
 
 
 @pytest.fixture(scope="module", params=selected_backends())

@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
-
-from tests.inference.conftest import IRIS_COLUMNS, Served, iris_frame, serve_process
+from serving_helpers import IRIS_COLUMNS, Served, iris_frame, serve_process
 
 pytestmark = pytest.mark.e2e
 
@@ -293,7 +292,7 @@ def test_keel_models_serve_with_workers(iris_model: tuple[str, Any]) -> None:
     import re
     import signal
 
-    from tests.inference.conftest import free_port
+    from server_fixtures import free_port
 
     http_port = free_port()
     cmd = [sys.executable, "-m", "keel.cli", "models", "serve", "-m", iris_model[0], "--port", "0",
