@@ -72,6 +72,12 @@ def build_server(settings: Settings, app: App | None = None) -> RunningServer:
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
+        # Ping idle connections so a client that vanished without closing its connection
+        # (mid-upload, say) frees its worker thread within ~80 s instead of at its deadline.
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        # The SDK pings every 30 s during long calls; accept that instead of answering GOAWAY.
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
     ]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="keel-rpc"),
