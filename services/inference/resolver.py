@@ -140,9 +140,9 @@ class StoreResolver:
         store = self._app.artifact_store
         base = resolution.artifact_uri.rstrip("/")
         os.makedirs(dest, exist_ok=True)
-        after, count = "", 0
+        cursor, count = "", 0
         while True:
-            page = store.list(base, recursive=True, start_after=after, limit=1000)
+            page, cursor = store.list_entries(base, recursive=True, cursor=cursor, limit=1000)
             for info in page:
                 if info.is_dir:
                     continue
@@ -161,9 +161,8 @@ class StoreResolver:
                 with open(target, "wb") as f:
                     for chunk in chunks:
                         f.write(chunk)
-            if len(page) < 1000:
+            if not cursor:
                 break
-            after = page[-1].path
         if count == 0:
             raise NotFound(f"no model files at {base}", reason="MODEL_NOT_FOUND")
         return dest
