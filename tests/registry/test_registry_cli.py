@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import unique
+from registry_helpers import unique
 
 import keel
 from keel.cli import main

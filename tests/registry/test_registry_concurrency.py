@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from backends import make_database_url, selected_backends
-from conftest import unique
+from registry_helpers import unique
 from server_fixtures import ServerHandle, server_process
 
 import keel

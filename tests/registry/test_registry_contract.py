@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from conftest import make_source, unique
+from registry_helpers import make_source, unique
 
 import keel
 from keel import exceptions as kx

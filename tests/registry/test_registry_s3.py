@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from backends import make_database_url
-from conftest import make_source, unique
+from registry_helpers import make_source, unique
 from server_fixtures import ServerHandle, running_server
 
 import keel

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import unique
+from registry_helpers import unique
 
 import keel
 from keel import exceptions as kx
