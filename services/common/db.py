@@ -10,6 +10,7 @@ failing on lock upgrade).
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -53,6 +54,16 @@ class SchemaVersion(BaseModel):
 # --------------------------------------------------------------------------------------------
 
 
+class LongTextField(pw.TextField):
+    """Text of up to 100,000 characters on every backend: TEXT on SQLite and PostgreSQL,
+    MEDIUMTEXT on MySQL/MariaDB, whose TEXT holds only 64 KiB."""
+
+    def ddl_datatype(self, ctx: Any) -> pw.SQL:
+        if is_mysql():
+            return pw.SQL("MEDIUMTEXT")
+        return super().ddl_datatype(ctx)
+
+
 class Experiment(BaseModel):
     experiment_id = pw.AutoField()
     name = pw.CharField(max_length=500, unique=True)
@@ -64,8 +75,9 @@ class Experiment(BaseModel):
 
 class ExperimentTag(BaseModel):
     experiment = pw.ForeignKeyField(Experiment, backref="tags", on_delete="CASCADE")
+    experiment_id: int  # the FK column, for type checkers (Peewee adds the accessor)
     key = pw.CharField(max_length=250)
-    value = pw.TextField()
+    value = LongTextField()  # up to 20,000 characters
 
     class Meta:
         primary_key = pw.CompositeKey("experiment", "key")
@@ -74,6 +86,7 @@ class ExperimentTag(BaseModel):
 class Run(BaseModel):
     run_id = pw.CharField(max_length=32, primary_key=True)
     experiment = pw.ForeignKeyField(Experiment, backref="runs", on_delete="CASCADE")
+    experiment_id: int
     run_name = pw.CharField(max_length=250, default="")
     user_id = pw.CharField(max_length=256, default="")
     status = pw.CharField(max_length=16, default="RUNNING")
@@ -95,6 +108,7 @@ class Run(BaseModel):
 
 class Param(BaseModel):
     run = pw.ForeignKeyField(Run, backref="params", on_delete="CASCADE", column_name="run_id")
+    run_id: str
     key = pw.CharField(max_length=250)
     value = pw.TextField()
 
@@ -105,6 +119,7 @@ class Param(BaseModel):
 
 class RunTag(BaseModel):
     run = pw.ForeignKeyField(Run, backref="tags", on_delete="CASCADE", column_name="run_id")
+    run_id: str
     key = pw.CharField(max_length=250)
     value = pw.TextField()
 
@@ -119,6 +134,7 @@ class Metric(BaseModel):
 
     id = pw.BigAutoField()
     run = pw.ForeignKeyField(Run, on_delete="CASCADE", column_name="run_id", index=False)
+    run_id: str
     key = pw.CharField(max_length=250)
     # Finite values as is; NaN as 0 and +/-inf as +/-MAX_DOUBLE, with value_kind telling which.
     value = pw.DoubleField()
@@ -134,6 +150,7 @@ class LatestMetric(BaseModel):
     """The latest point per (run, key) by (step, timestamp, value): what GetRun and search read."""
 
     run = pw.ForeignKeyField(Run, on_delete="CASCADE", column_name="run_id")
+    run_id: str
     key = pw.CharField(max_length=250)
     value = pw.DoubleField()
     value_kind = pw.SmallIntegerField(default=VALUE_FINITE)
@@ -155,8 +172,8 @@ class LatestMetric(BaseModel):
 class RegisteredModel(BaseModel):
     id = pw.AutoField()
     name = pw.CharField(max_length=256, unique=True)
-    description = pw.TextField(default="")
-    creation_time = pw.BigIntegerField(default=now_ms)
+    description = LongTextField(default="")
+    creation_time = pw.BigIntegerField(default=now_ms, index=True)
     last_updated_time = pw.BigIntegerField(default=now_ms, index=True)
     # The last version number handed out. Incremented under the row lock, so numbers are
     # distinct, gap-free and never reused, whatever the number of concurrent registrations.
@@ -168,8 +185,9 @@ class RegisteredModel(BaseModel):
 
 class RegisteredModelTag(BaseModel):
     model = pw.ForeignKeyField(RegisteredModel, backref="tags", on_delete="CASCADE")
+    model_id: int
     key = pw.CharField(max_length=250)
-    value = pw.TextField()
+    value = LongTextField()
 
     class Meta:
         table_name = "registered_model_tag"
@@ -180,12 +198,13 @@ class RegisteredModelTag(BaseModel):
 class ModelVersion(BaseModel):
     id = pw.AutoField()
     model = pw.ForeignKeyField(RegisteredModel, backref="versions", on_delete="CASCADE")
+    model_id: int
     version = pw.IntegerField()
     creation_time = pw.BigIntegerField(default=now_ms)
     last_updated_time = pw.BigIntegerField(default=now_ms)
     user_id = pw.CharField(max_length=256, default="")
     current_stage = pw.CharField(max_length=20, default="None")
-    description = pw.TextField(default="")
+    description = LongTextField(default="")
     source = pw.TextField()
     run_id = pw.CharField(max_length=32, default="", index=True)
     run_link = pw.TextField(default="")
@@ -206,8 +225,9 @@ class ModelVersion(BaseModel):
 
 class ModelVersionTag(BaseModel):
     model_version = pw.ForeignKeyField(ModelVersion, backref="tags", on_delete="CASCADE")
+    model_version_id: int
     key = pw.CharField(max_length=250)
-    value = pw.TextField()
+    value = LongTextField()
 
     class Meta:
         table_name = "model_version_tag"
@@ -217,7 +237,8 @@ class ModelVersionTag(BaseModel):
 
 class RegisteredModelAlias(BaseModel):
     model = pw.ForeignKeyField(RegisteredModel, backref="aliases", on_delete="CASCADE")
-    # Shadows Model.alias() (self-join helper), which these tables never need.
+    model_id: int
+    # Shadows Model.alias() on this class (never needed here); the column name is the natural one.
     alias = pw.CharField(max_length=255)  # type: ignore[assignment]
     version = pw.IntegerField()
 
@@ -231,18 +252,20 @@ class ModelHistoryEvent(BaseModel):
 
     id = pw.BigAutoField()
     model = pw.ForeignKeyField(RegisteredModel, backref="history", on_delete="CASCADE")
+    model_id: int
     event_type = pw.CharField(max_length=32)
     version = pw.IntegerField(default=0)
     from_stage = pw.CharField(max_length=20, default="")
     to_stage = pw.CharField(max_length=20, default="")
-    alias = pw.CharField(max_length=255, default="")  # type: ignore[assignment]
+    alias = pw.CharField(max_length=255, default="")  # type: ignore[assignment]  # shadows Model.alias()
     from_version = pw.IntegerField(default=0)
     actor = pw.CharField(max_length=256, default="")
     timestamp = pw.BigIntegerField(default=now_ms)
 
     class Meta:
         table_name = "model_history_event"
-        indexes = ((("model", "timestamp", "id"), False),)
+        # Listed per model newest first by id (commit order; immune to clock skew between replicas).
+        indexes = ((("model", "id"), False),)
 
 
 # --------------------------------------------------------------------------------------------
@@ -356,12 +379,17 @@ def is_mysql() -> bool:
     return isinstance(db.obj, pw.MySQLDatabase)
 
 
+_sqlite_write_lock = threading.RLock()
+
+
 @contextlib.contextmanager
 def write_transaction() -> Iterator[None]:
     """A write transaction. On SQLite it takes the write lock up front (BEGIN IMMEDIATE) so
     concurrent writers wait on the busy timeout instead of failing with SQLITE_BUSY on upgrade."""
     if is_sqlite():
-        with db.obj.atomic(lock_type="IMMEDIATE"):
+        # Writers of this process queue on a lock (woken at once) instead of in SQLite's busy
+        # handler, which sleeps in growing steps and caps a busy server at a few hundred writes/s.
+        with _sqlite_write_lock, db.obj.atomic(lock_type="IMMEDIATE"):
             yield
     else:
         with db.atomic():

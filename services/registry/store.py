@@ -342,7 +342,7 @@ class RegistryStore:
         """The highest READY version of each (model, stage), per model in STAGES order."""
         if not model_ids:
             return {}
-        top = (
+        top: Any = (
             ModelVersion.select(
                 ModelVersion.model, ModelVersion.current_stage, pw.fn.MAX(ModelVersion.version).alias("v")
             )

@@ -1,13 +1,271 @@
-"""Placeholder: the tracking service is registered (health, reflection) but its RPCs are not built yet."""
+"""keel.tracking.v1.TrackingService: thin gRPC layer over ``TrackingStore``.
+
+It converts protobuf ⇄ domain records and calls the store; errors are domain exceptions that the
+shared interceptor turns into statuses.
+"""
 
 from __future__ import annotations
 
 import grpc
+from google.protobuf import empty_pb2
 
-from keel.tracking.v1 import tracking_pb2, tracking_pb2_grpc
+from keel.tracking.v1 import tracking_pb2 as pb
+from keel.tracking.v1 import tracking_pb2_grpc
 from keel_server.common.app import App
+from keel_server.common.errors import InvalidArgument
+from keel_server.tracking.records import (
+    ACTIVE,
+    ExperimentRecord,
+    MetricPoint,
+    RunInfoRecord,
+    RunRecord,
+)
+from keel_server.tracking.store import TrackingStore, normalise_artifact_root
+
+_EMPTY = empty_pb2.Empty()
+_STAGE = {ACTIVE: pb.LIFECYCLE_STAGE_ACTIVE}
+_STATUS_TO_PB = {
+    "RUNNING": pb.RUN_STATUS_RUNNING,
+    "SCHEDULED": pb.RUN_STATUS_SCHEDULED,
+    "FINISHED": pb.RUN_STATUS_FINISHED,
+    "FAILED": pb.RUN_STATUS_FAILED,
+    "KILLED": pb.RUN_STATUS_KILLED,
+}
+_STATUS_FROM_PB: dict[int, str] = {v: k for k, v in _STATUS_TO_PB.items()}
+_VIEWS: dict[int, str] = {
+    pb.VIEW_TYPE_UNSPECIFIED: "ACTIVE_ONLY",
+    pb.VIEW_TYPE_ACTIVE_ONLY: "ACTIVE_ONLY",
+    pb.VIEW_TYPE_DELETED_ONLY: "DELETED_ONLY",
+    pb.VIEW_TYPE_ALL: "ALL",
+}
+
+
+def artifact_root_of(app: App) -> str:
+    """The artifact store's root URI; falls back to the configured URI while the artifact
+    service's store module is not available (or cannot be opened in this process)."""
+    try:
+        return str(app.artifact_store.root_uri)
+    except (ImportError, AttributeError):
+        return normalise_artifact_root(app.settings.artifact_uri)
+
+
+# ---------------------------------------------------------------------------------------------
+# Conversions
+# ---------------------------------------------------------------------------------------------
+
+
+def experiment_pb(e: ExperimentRecord) -> pb.Experiment:
+    return pb.Experiment(
+        experiment_id=e.experiment_id,
+        name=e.name,
+        artifact_location=e.artifact_location,
+        lifecycle_stage=_STAGE.get(e.lifecycle_stage, pb.LIFECYCLE_STAGE_DELETED),
+        creation_time=e.creation_time,
+        last_update_time=e.last_update_time,
+        tags=[pb.ExperimentTag(key=k, value=v) for k, v in e.tags.items()],
+    )
+
+
+def run_info_pb(i: RunInfoRecord) -> pb.RunInfo:
+    return pb.RunInfo(
+        run_id=i.run_id,
+        run_name=i.run_name,
+        experiment_id=i.experiment_id,
+        user_id=i.user_id,
+        status=_STATUS_TO_PB[i.status],
+        start_time=i.start_time,
+        end_time=i.end_time or 0,
+        artifact_uri=i.artifact_uri,
+        lifecycle_stage=_STAGE.get(i.lifecycle_stage, pb.LIFECYCLE_STAGE_DELETED),
+        parent_run_id=i.parent_run_id,
+    )
+
+
+def metric_pb(m: MetricPoint) -> pb.Metric:
+    return pb.Metric(key=m.key, value=m.value, timestamp=m.timestamp, step=m.step, run_id=m.run_id)
+
+
+def run_pb(r: RunRecord) -> pb.Run:
+    return pb.Run(
+        info=run_info_pb(r.info),
+        data=pb.RunData(
+            metrics=[metric_pb(m) for m in r.metrics],
+            params=[pb.Param(key=k, value=v) for k, v in r.params.items()],
+            tags=[pb.RunTag(key=k, value=v) for k, v in r.tags.items()],
+        ),
+    )
+
+
+def _view(value: int, field: str) -> str:
+    view = _VIEWS.get(value)
+    if view is None:
+        raise InvalidArgument(f"{field} {value} is not a known ViewType", reason="INVALID_VIEW_TYPE", field=field)
+    return view
+
+
+# ---------------------------------------------------------------------------------------------
+# Servicer
+# ---------------------------------------------------------------------------------------------
+
+
+class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
+    def __init__(self, store: TrackingStore) -> None:
+        self.store = store
+
+    # experiments ------------------------------------------------------------------------------
+
+    def CreateExperiment(self, request: pb.CreateExperimentRequest, context: grpc.ServicerContext) -> pb.Experiment:
+        tags = [(t.key, t.value) for t in request.tags]
+        return experiment_pb(self.store.create_experiment(request.name, request.artifact_location, tags))
+
+    def GetExperiment(self, request: pb.GetExperimentRequest, context: grpc.ServicerContext) -> pb.Experiment:
+        return experiment_pb(self.store.get_experiment(request.experiment_id))
+
+    def GetExperimentByName(
+        self, request: pb.GetExperimentByNameRequest, context: grpc.ServicerContext
+    ) -> pb.Experiment:
+        return experiment_pb(self.store.get_experiment_by_name(request.name))
+
+    def GetOrCreateExperiment(
+        self, request: pb.GetOrCreateExperimentRequest, context: grpc.ServicerContext
+    ) -> pb.GetOrCreateExperimentResponse:
+        tags = [(t.key, t.value) for t in request.tags]
+        experiment, created = self.store.get_or_create_experiment(request.name, request.artifact_location, tags)
+        return pb.GetOrCreateExperimentResponse(experiment=experiment_pb(experiment), created=created)
+
+    def SearchExperiments(
+        self, request: pb.SearchExperimentsRequest, context: grpc.ServicerContext
+    ) -> pb.SearchExperimentsResponse:
+        experiments, token = self.store.search_experiments(
+            request.filter,
+            list(request.order_by),
+            _view(request.view_type, "view_type"),
+            request.page_size,
+            request.page_token,
+        )
+        return pb.SearchExperimentsResponse(experiments=[experiment_pb(e) for e in experiments], next_page_token=token)
+
+    def UpdateExperiment(self, request: pb.UpdateExperimentRequest, context: grpc.ServicerContext) -> pb.Experiment:
+        return experiment_pb(self.store.rename_experiment(request.experiment_id, request.new_name))
+
+    def DeleteExperiment(self, request: pb.DeleteExperimentRequest, context: grpc.ServicerContext) -> empty_pb2.Empty:
+        self.store.delete_experiment(request.experiment_id)
+        return _EMPTY
+
+    def RestoreExperiment(self, request: pb.RestoreExperimentRequest, context: grpc.ServicerContext) -> pb.Experiment:
+        return experiment_pb(self.store.restore_experiment(request.experiment_id))
+
+    def SetExperimentTag(self, request: pb.SetExperimentTagRequest, context: grpc.ServicerContext) -> empty_pb2.Empty:
+        self.store.set_experiment_tag(request.experiment_id, request.key, request.value)
+        return _EMPTY
+
+    def DeleteExperimentTag(
+        self, request: pb.DeleteExperimentTagRequest, context: grpc.ServicerContext
+    ) -> empty_pb2.Empty:
+        self.store.delete_experiment_tag(request.experiment_id, request.key)
+        return _EMPTY
+
+    # runs -------------------------------------------------------------------------------------
+
+    def CreateRun(self, request: pb.CreateRunRequest, context: grpc.ServicerContext) -> pb.Run:
+        run = self.store.create_run(
+            request.experiment_id,
+            run_name=request.run_name,
+            start_time=request.start_time if request.HasField("start_time") else None,
+            user_id=request.user_id,
+            tags=[(t.key, t.value) for t in request.tags],
+            parent_run_id=request.parent_run_id,
+        )
+        return run_pb(run)
+
+    def GetRun(self, request: pb.GetRunRequest, context: grpc.ServicerContext) -> pb.Run:
+        return run_pb(self.store.get_run(request.run_id))
+
+    def UpdateRun(self, request: pb.UpdateRunRequest, context: grpc.ServicerContext) -> pb.RunInfo:
+        status = None
+        if request.HasField("status"):
+            status = _STATUS_FROM_PB.get(request.status)
+            if status is None:
+                raise InvalidArgument(
+                    "status must be one of RUNNING, SCHEDULED, FINISHED, FAILED, KILLED",
+                    reason="INVALID_RUN_STATUS",
+                    field="status",
+                )
+        info = self.store.update_run(
+            request.run_id,
+            status=status,
+            end_time=request.end_time if request.HasField("end_time") else None,
+            run_name=request.run_name if request.HasField("run_name") else None,
+        )
+        return run_info_pb(info)
+
+    def DeleteRun(self, request: pb.DeleteRunRequest, context: grpc.ServicerContext) -> empty_pb2.Empty:
+        self.store.delete_run(request.run_id)
+        return _EMPTY
+
+    def RestoreRun(self, request: pb.RestoreRunRequest, context: grpc.ServicerContext) -> empty_pb2.Empty:
+        self.store.restore_run(request.run_id)
+        return _EMPTY
+
+    # logging ----------------------------------------------------------------------------------
+
+    def LogParam(self, request: pb.LogParamRequest, context: grpc.ServicerContext) -> empty_pb2.Empty:
+        self.store.log_param(request.run_id, request.key, request.value)
+        return _EMPTY
+
+    def LogMetric(self, request: pb.LogMetricRequest, context: grpc.ServicerContext) -> empty_pb2.Empty:
+        timestamp = request.timestamp if request.HasField("timestamp") else None
+        self.store.log_metric(request.run_id, request.key, request.value, timestamp, request.step)
+        return _EMPTY
+
+    def SetTag(self, request: pb.SetTagRequest, context: grpc.ServicerContext) -> empty_pb2.Empty:
+        self.store.set_tag(request.run_id, request.key, request.value)
+        return _EMPTY
+
+    def DeleteTag(self, request: pb.DeleteTagRequest, context: grpc.ServicerContext) -> empty_pb2.Empty:
+        self.store.delete_tag(request.run_id, request.key)
+        return _EMPTY
+
+    def LogBatch(self, request: pb.LogBatchRequest, context: grpc.ServicerContext) -> empty_pb2.Empty:
+        self.store.log_batch(
+            request.run_id,
+            [MetricPoint(m.key, m.value, m.timestamp, m.step) for m in request.metrics],
+            [(p.key, p.value) for p in request.params],
+            [(t.key, t.value) for t in request.tags],
+        )
+        return _EMPTY
+
+    # history and search -----------------------------------------------------------------------
+
+    def GetMetricHistory(
+        self, request: pb.GetMetricHistoryRequest, context: grpc.ServicerContext
+    ) -> pb.GetMetricHistoryResponse:
+        points, token = self.store.get_metric_history(
+            request.run_id, request.metric_key, request.page_size, request.page_token
+        )
+        return pb.GetMetricHistoryResponse(metrics=[metric_pb(m) for m in points], next_page_token=token)
+
+    def GetMetricHistoryBulk(
+        self, request: pb.GetMetricHistoryBulkRequest, context: grpc.ServicerContext
+    ) -> pb.GetMetricHistoryBulkResponse:
+        points = self.store.get_metric_history_bulk(
+            list(request.run_ids), list(request.metric_keys), request.max_points_per_series
+        )
+        return pb.GetMetricHistoryBulkResponse(metrics=[metric_pb(m) for m in points])
+
+    def SearchRuns(self, request: pb.SearchRunsRequest, context: grpc.ServicerContext) -> pb.SearchRunsResponse:
+        runs, token = self.store.search_runs(
+            list(request.experiment_ids),
+            request.filter,
+            _view(request.run_view_type, "run_view_type"),
+            request.page_size,
+            list(request.order_by),
+            request.page_token,
+        )
+        return pb.SearchRunsResponse(runs=[run_pb(r) for r in runs], next_page_token=token)
 
 
 def add_to_server(server: grpc.Server, app: App) -> list[str]:
-    tracking_pb2_grpc.add_TrackingServiceServicer_to_server(tracking_pb2_grpc.TrackingServiceServicer(), server)
-    return [tracking_pb2.DESCRIPTOR.services_by_name["TrackingService"].full_name]
+    store = TrackingStore(artifact_root=lambda: artifact_root_of(app))
+    tracking_pb2_grpc.add_TrackingServiceServicer_to_server(TrackingServicer(store), server)
+    return [pb.DESCRIPTOR.services_by_name["TrackingService"].full_name]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from keel_server.common.errors import InvalidArgument
 from keel_server.common.filters import (
     EXPERIMENTS_SCHEMA,

@@ -28,6 +28,8 @@ _EXPORTS: dict[str, str] = {
     # fluent tracking
     "set_experiment": "keel.fluent",
     "get_experiment_by_name": "keel.fluent",
+    "get_experiment": "keel.fluent",
+    "delete_run": "keel.fluent",
     "create_experiment": "keel.fluent",
     "start_run": "keel.fluent",
     "end_run": "keel.fluent",
@@ -55,10 +57,13 @@ _EXPORTS: dict[str, str] = {
     "register_model": "keel.registry",
     # evaluation and autologging
     "evaluate": "keel.evaluation",
+    "MetricThreshold": "keel.evaluation",
+    "EvaluationResult": "keel.evaluation",
+    "ModelValidationFailedException": "keel.evaluation",
     "autolog": "keel.autologging",
 }
 
-_SUBMODULES = {"artifacts", "models", "pyfunc", "sklearn", "pytorch", "exceptions", "registry", "evaluation"}
+_SUBMODULES = {"entities", "fluent", "artifacts", "models", "pyfunc", "sklearn", "pytorch", "exceptions", "registry", "evaluation"}
 
 __all__ = ["KeelError", "get_tracking_uri", "set_tracking_uri", *_EXPORTS]
 

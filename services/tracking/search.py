@@ -1,0 +1,316 @@
+"""Compiles validated filter ASTs (``common/filters.py``) and ``order_by`` keys into Peewee
+expressions over the tracking tables, and builds keyset conditions for stable pagination.
+
+Semantics (MLflow's): ``metrics.k op v`` matches runs whose latest value of ``k`` satisfies the
+comparison (NaN satisfies only ``!=``); ``params``/``tags`` comparisons match runs that have the
+key with a matching value; ``IS NULL`` matches runs without the key. LIKE is case-sensitive on
+every backend, ILIKE is not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import peewee as pw
+
+from keel_server.common.db import (
+    VALUE_NAN,
+    Experiment,
+    ExperimentTag,
+    LatestMetric,
+    Param,
+    Run,
+    RunTag,
+    is_mysql,
+    is_sqlite,
+)
+from keel_server.common.filters import And, Comparison, Node, Not, Or, OrderKey
+
+RUN_ATTRIBUTE_COLUMNS: dict[str, pw.Field] = {
+    "run_id": Run.run_id,
+    "run_name": Run.run_name,
+    "status": Run.status,
+    "user_id": Run.user_id,
+    "artifact_uri": Run.artifact_uri,
+    "lifecycle_stage": Run.lifecycle_stage,
+    "start_time": Run.start_time,
+    "end_time": Run.end_time,
+}
+
+EXPERIMENT_ATTRIBUTE_COLUMNS: dict[str, pw.Field] = {
+    "name": Experiment.name,
+    "experiment_id": Experiment.experiment_id,
+    "creation_time": Experiment.creation_time,
+    "last_update_time": Experiment.last_update_time,
+}
+
+_FALSE = pw.SQL("1 = 0")
+
+
+# ---------------------------------------------------------------------------------------------
+# String matching that means the same thing on every backend
+# ---------------------------------------------------------------------------------------------
+
+
+def _like_to_glob(pattern: str) -> str:
+    """SQL LIKE pattern (``%``, ``_``, backslash escapes) → SQLite GLOB (case-sensitive)."""
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            nxt = pattern[i + 1]
+            out.append(f"[{nxt}]" if nxt in "*?[" else nxt)
+            i += 2
+            continue
+        if c == "%":
+            out.append("*")
+        elif c == "_":
+            out.append("?")
+        elif c in "*?[":
+            out.append(f"[{c}]")
+        else:
+            out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def like(column: Any, pattern: str, case_sensitive: bool) -> pw.ColumnBase:
+    if not case_sensitive:
+        column, pattern = pw.fn.LOWER(column), pattern.lower()
+    if is_sqlite():
+        return pw.Expression(column, "GLOB", _like_to_glob(pattern))
+    if is_mysql():
+        # Compare bytes so LIKE stays case-sensitive whatever the column collation.
+        return pw.Expression(column, "LIKE BINARY", pattern)
+    return pw.Expression(column, "LIKE", pattern)
+
+
+def string_op(column: Any, op: str, value: Any) -> pw.ColumnBase:
+    if op == "=":
+        return column == value
+    if op == "!=":
+        return column != value
+    if op in ("LIKE", "ILIKE"):
+        return like(column, value, case_sensitive=op == "LIKE")
+    if op in ("NOT LIKE", "NOT ILIKE"):
+        return ~like(column, value, case_sensitive=op == "NOT LIKE")
+    if op == "IN":
+        return column.in_(list(value))
+    if op == "NOT IN":
+        return column.not_in(list(value))
+    raise AssertionError(f"unexpected string operator {op}")  # validate() allows no other
+
+
+def number_op(column: Any, op: str, value: Any) -> pw.ColumnBase:
+    ops = {
+        "=": column == value,
+        "!=": column != value,
+        "<": column < value,
+        "<=": column <= value,
+        ">": column > value,
+        ">=": column >= value,
+    }
+    if op in ops:
+        return ops[op]
+    if op == "IN":
+        return column.in_(list(value))
+    if op == "NOT IN":
+        return column.not_in(list(value))
+    if op == "IS NULL":
+        return column.is_null()
+    if op == "IS NOT NULL":
+        return column.is_null(False)
+    raise AssertionError(f"unexpected numeric operator {op}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs
+# ---------------------------------------------------------------------------------------------
+
+
+def _key_value_exists(model: Any, owner: Any, c: Comparison) -> pw.ColumnBase:
+    """EXISTS over a (run_id, key, value) table; IS NULL means the key is absent."""
+    alias = model.alias()
+    base = alias.select(pw.SQL("1")).where((alias.run == owner) & (alias.key == c.key))
+    if c.op == "IS NULL":
+        return ~pw.fn.EXISTS(base)
+    if c.op == "IS NOT NULL":
+        return pw.fn.EXISTS(base)
+    return pw.fn.EXISTS(base.where(string_op(alias.value, c.op, c.value)))
+
+
+def _metric_exists(c: Comparison) -> pw.ColumnBase:
+    alias = LatestMetric.alias()
+    value = float(c.value) if not isinstance(c.value, tuple) else c.value  # type: ignore[arg-type]
+    # NaN compares unequal to everything: it matches only '!='.
+    if c.op == "!=":
+        cond = (alias.value_kind == VALUE_NAN) | (alias.value != value)
+    else:
+        cond = (alias.value_kind != VALUE_NAN) & number_op(alias.value, c.op, value)
+    query = alias.select(pw.SQL("1")).where((alias.run == Run.run_id) & (alias.key == c.key) & cond)
+    return pw.fn.EXISTS(query)
+
+
+def _required(expr: pw.ColumnBase | None) -> pw.ColumnBase:
+    assert expr is not None  # only a None node compiles to None
+    return expr
+
+
+def compile_run_filter(node: Node | None) -> pw.ColumnBase | None:
+    if node is None:
+        return None
+    if isinstance(node, Not):
+        inner = compile_run_filter(node.item)
+        assert inner is not None
+        return ~inner
+    if isinstance(node, And | Or):
+        parts = [_required(compile_run_filter(item)) for item in node.items]
+        result = parts[0]
+        for part in parts[1:]:
+            result = (result & part) if isinstance(node, And) else (result | part)
+        return result
+    c = node
+    if c.entity == "metric":
+        return _metric_exists(c)
+    if c.entity == "param":
+        return _key_value_exists(Param, Run.run_id, c)
+    if c.entity == "tag":
+        return _key_value_exists(RunTag, Run.run_id, c)
+    column = RUN_ATTRIBUTE_COLUMNS[c.key]
+    if c.key in ("start_time", "end_time"):
+        return number_op(column, c.op, c.value)
+    value = c.value
+    if c.key == "status":  # users write 'finished' as often as 'FINISHED'
+        value = tuple(v.upper() for v in value) if isinstance(value, tuple) else str(value).upper()  # type: ignore[union-attr]
+    return string_op(column, c.op, value)
+
+
+def compile_experiment_filter(node: Node | None) -> pw.ColumnBase | None:
+    if node is None:
+        return None
+    if isinstance(node, Not):
+        inner = compile_experiment_filter(node.item)
+        assert inner is not None
+        return ~inner
+    if isinstance(node, And | Or):
+        parts = [_required(compile_experiment_filter(item)) for item in node.items]
+        result = parts[0]
+        for part in parts[1:]:
+            result = (result & part) if isinstance(node, And) else (result | part)
+        return result
+    c = node
+    if c.entity == "tag":
+        alias = ExperimentTag.alias()
+        base = alias.select(pw.SQL("1")).where(
+            (alias.experiment == Experiment.experiment_id) & (alias.key == c.key)
+        )
+        if c.op == "IS NULL":
+            return ~pw.fn.EXISTS(base)
+        if c.op == "IS NOT NULL":
+            return pw.fn.EXISTS(base)
+        return pw.fn.EXISTS(base.where(string_op(alias.value, c.op, c.value)))
+    column = EXPERIMENT_ATTRIBUTE_COLUMNS[c.key]
+    if c.key == "experiment_id":
+        values = c.value if isinstance(c.value, tuple) else (c.value,)
+        ids = [int(str(v)) for v in values if str(v).strip().isdigit()]
+        if c.op in ("=", "IN"):
+            return column.in_(ids) if ids else _FALSE
+        return column.not_in(ids) if ids else pw.SQL("1 = 1")
+    if c.key in ("creation_time", "last_update_time"):
+        return number_op(column, c.op, c.value)
+    return string_op(column, c.op, c.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ordering and keyset pagination
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SortColumn:
+    """One non-null sort component; every component of a key shares the key's direction."""
+
+    expr: Any
+    ascending: bool
+
+
+@dataclass
+class RunOrdering:
+    columns: list[SortColumn]
+    joins: list[tuple[Any, pw.ColumnBase]]  # (alias model, ON condition) LEFT OUTER joins
+
+
+def run_ordering(keys: Sequence[OrderKey]) -> RunOrdering:
+    """Sort components for ``keys`` (default: start_time DESC), always ending with run_id.
+
+    Missing values sort last in both directions: each nullable key becomes (rank, value) where
+    rank is 0 for present values, then NaN (metrics), then missing; for a DESC key the rank is
+    negated so that both components share the direction (which lets uniform orders use row
+    comparisons). Values of missing keys are coalesced to a constant so no component is NULL.
+    """
+    if not keys:
+        keys = [OrderKey("attribute", "start_time", ascending=False)]
+    columns: list[SortColumn] = []
+    joins: list[tuple[Any, pw.ColumnBase]] = []
+    for index, key in enumerate(keys):
+        asc = key.ascending
+        if key.entity == "attribute":
+            column = RUN_ATTRIBUTE_COLUMNS[key.key]
+            if key.key == "end_time":
+                missing = pw.Case(None, [(column.is_null(), 1)], 0)
+                columns.append(SortColumn(missing if asc else missing * -1, asc))
+                columns.append(SortColumn(pw.fn.COALESCE(column, 0), asc))
+            else:
+                columns.append(SortColumn(column, asc))
+            continue
+        model = {"metric": LatestMetric, "param": Param, "tag": RunTag}[key.entity or ""]
+        alias = model.alias(f"o{index}")
+        joins.append((alias, (alias.run == Run.run_id) & (alias.key == key.key)))
+        if key.entity == "metric":
+            rank = pw.Case(None, [(alias.value.is_null(), 2), (alias.value_kind == VALUE_NAN, 1)], 0)
+            value = pw.fn.COALESCE(alias.value, 0.0)  # NaN is stored as 0 as well
+        else:
+            rank = pw.Case(None, [(alias.value.is_null(), 1)], 0)
+            value = pw.fn.COALESCE(alias.value, "")
+        columns.append(SortColumn(rank if asc else rank * -1, asc))
+        columns.append(SortColumn(value, asc))
+    columns.append(SortColumn(Run.run_id, columns[-1].ascending))
+    return RunOrdering(columns, joins)
+
+
+def order_clauses(columns: Sequence[SortColumn]) -> list[Any]:
+    return [c.expr.asc() if c.ascending else c.expr.desc() for c in columns]
+
+
+def keyset_after(columns: Sequence[SortColumn], cursor: Sequence[Any]) -> pw.ColumnBase:
+    """Rows strictly after ``cursor`` in the order of ``columns`` (none of them NULL)."""
+    if all(c.ascending == columns[0].ascending for c in columns):
+        left = pw.Tuple(*[c.expr for c in columns])
+        right = pw.Tuple(*cursor)
+        return left > right if columns[0].ascending else left < right
+    # Mixed directions: (a > x) OR (a = x AND b < y) OR ...
+    condition: pw.ColumnBase | None = None
+    equal: pw.ColumnBase | None = None
+    for column, value in zip(columns, cursor, strict=True):
+        step = column.expr > value if column.ascending else column.expr < value
+        term = step if equal is None else (equal & step)
+        condition = term if condition is None else (condition | term)
+        same = column.expr == value
+        equal = same if equal is None else (equal & same)
+    assert condition is not None
+    return condition
+
+
+EXPERIMENT_ORDER_COLUMNS: dict[str, pw.Field] = EXPERIMENT_ATTRIBUTE_COLUMNS
+
+
+def experiment_ordering(keys: Sequence[OrderKey]) -> list[SortColumn]:
+    if not keys:
+        keys = [OrderKey("attribute", "creation_time", ascending=False)]
+    columns = [SortColumn(EXPERIMENT_ORDER_COLUMNS[k.key], k.ascending) for k in keys]
+    if not any(k.key == "experiment_id" for k in keys):
+        columns.append(SortColumn(Experiment.experiment_id, columns[-1].ascending))
+    return columns
