@@ -190,4 +190,4 @@ def _load_pyfunc(
 
 
 # keel.sklearn.autolog(), as MLflow users call it; the patching lives in keel.autologging.
-from keel.autologging.sklearn import autolog  # noqa: E402
+from keel.autologging.sklearn import autolog as autolog  # noqa: E402  (re-export)
