@@ -195,3 +195,10 @@ def test_disable_restores_sklearn_and_universal_autolog(tracking, binary_data) -
         warnings.simplefilter("error")
         LogisticRegression().fit(X_train, y_train)
     assert len(_runs()) == 1  # disabled: nothing new
+def test_autolog_is_reachable_as_mlflow_users_call_it() -> None:
+    import keel
+    import keel.sklearn
+    from keel.autologging import sklearn as sklearn_autologging
+
+    assert keel.sklearn.autolog is sklearn_autologging.autolog
+    assert callable(keel.autolog)
