@@ -60,6 +60,9 @@ from keel_server.common.filters import (
     parse_and_validate,
     parse_order_by,
 )
+
+# Generic filter/keyset helpers (LIKE that is case-sensitive on every backend, keyset predicates).
+from keel_server.common.querying import SortColumn, keyset_after, number_op, order_clauses, string_op
 from keel_server.registry import validation as check
 from keel_server.registry.records import (
     ALIAS_DELETED,
@@ -74,9 +77,6 @@ from keel_server.registry.records import (
     Page,
     VersionRecord,
 )
-
-# Generic filter/keyset helpers (LIKE that is case-sensitive on every backend, keyset predicates).
-from keel_server.tracking.search import SortColumn, keyset_after, number_op, order_clauses, string_op
 
 log = logging.getLogger("keel.registry")
 

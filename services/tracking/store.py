@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import peewee as pw
 
-from keel_server.common import pagination
+from keel_server.common import pagination, querying
 from keel_server.common.db import (
     VALUE_NAN,
     Experiment,
@@ -363,11 +363,11 @@ class TrackingStore:
             conditions.append(compiled)
         if cursor is not None:
             _check_cursor(cursor, len(columns))
-            conditions.append(search.keyset_after(columns, cursor))
+            conditions.append(querying.keyset_after(columns, cursor))
         for cond in conditions:
             if cond is not None:
                 query = query.where(cond)
-        rows = list(query.order_by(*search.order_clauses(columns)).limit(size + 1))
+        rows = list(query.order_by(*querying.order_clauses(columns)).limit(size + 1))
         token = ""
         if len(rows) > size:
             rows = rows[:size]
@@ -763,8 +763,8 @@ class TrackingStore:
             query = query.where(condition)
         if cursor is not None:
             _check_cursor(cursor, len(columns))
-            query = query.where(search.keyset_after(columns, cursor))
-        rows = list(query.order_by(*search.order_clauses(columns)).limit(size + 1))
+            query = query.where(querying.keyset_after(columns, cursor))
+        rows = list(query.order_by(*querying.order_clauses(columns)).limit(size + 1))
         token = ""
         if len(rows) > size:
             rows = rows[:size]
@@ -866,7 +866,7 @@ def _search_by_one_metric(
             if segment == 0:
                 query = query.where(o.value_kind != VALUE_NAN)
                 for op, bound_value in bounds:
-                    query = query.where(search.number_op(o.value, op, bound_value))
+                    query = query.where(querying.number_op(o.value, op, bound_value))
                 order = [o.value.asc(), o.run.asc()] if ascending else [o.value.desc(), o.run.desc()]
                 if after_id is not None:
                     position = pw.Tuple(o.value, o.run)
