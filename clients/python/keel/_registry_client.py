@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from keel._transport import Transport
 from keel.exceptions import InvalidArgument
-from keel.paging import PagedList, Pager
+from keel.paging import PagedList, Pager, collect_pages
 from keel.registry.entities import ModelHistoryEvent, ModelVersion, RegisteredModel
 from keel.registry.v1 import registry_pb2 as pb
 from keel.registry.v1 import registry_pb2_grpc
@@ -69,25 +69,6 @@ class RegistryClientMixin:
             method, request, idempotent=idempotent, metadata=metadata, timeout=timeout
         )
 
-    @staticmethod
-    def _collect_registry_pages(
-        fetch: Callable[[str, int], tuple[list[T], str]], max_results: int, page_token: str | None
-    ) -> PagedList[T]:
-        """Up to ``max_results`` items across pages, as one PagedList with the next token."""
-        if max_results < 1:
-            raise InvalidArgument(
-                f"max_results must be >= 1, got {max_results}",
-                reason="INVALID_PAGE_SIZE",
-                field="max_results",
-            )
-        items: list[T] = []
-        token = page_token or ""
-        while True:
-            batch, token = fetch(token, max_results - len(items))
-            items.extend(batch)
-            if not token or len(items) >= max_results:
-                return PagedList(items, token)
-
     # ---- registered models ------------------------------------------------------------------
     def create_registered_model(
         self, name: str, tags: Mapping[str, Any] | None = None, description: str | None = None
@@ -143,7 +124,7 @@ class RegistryClientMixin:
                 RegisteredModel.from_proto(m) for m in response.registered_models
             ], response.next_page_token
 
-        return self._collect_registry_pages(fetch, max_results, page_token)
+        return collect_pages(fetch, max_results, page_token)
 
     def set_registered_model_tag(self, name: str, key: str, value: Any) -> None:
         request = pb.SetRegisteredModelTagRequest(name=name, key=key, value=str(value))
@@ -237,7 +218,7 @@ class RegistryClientMixin:
             response = self._registry_call(self._registry.SearchModelVersions, request, idempotent=True)
             return [ModelVersion.from_proto(v) for v in response.model_versions], response.next_page_token
 
-        return self._collect_registry_pages(fetch, max_results, page_token)
+        return collect_pages(fetch, max_results, page_token)
 
     def get_model_version_download_uri(self, name: str, version: int | str) -> str:
         request = pb.GetModelVersionDownloadUriRequest(name=name, version=_version(version))

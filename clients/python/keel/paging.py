@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
+from keel.exceptions import InvalidArgument
+
 T = TypeVar("T")
 
 # fetch(page_token) -> (items of that page, next_page_token)
@@ -55,3 +57,24 @@ class Pager(Generic[T]):
 
     def to_list(self) -> list[T]:
         return list(self)
+
+
+def collect_pages(
+    fetch: Callable[[str, int], tuple[list[T], str]], max_results: int, page_token: str | None = None
+) -> PagedList[T]:
+    """Up to ``max_results`` items across server pages, as one PagedList with the next token.
+
+    ``fetch(token, wanted)`` returns one server page of at most ``wanted`` items and its token;
+    this lets an SDK call ask for more than a server page holds (MLflow's max_results).
+    """
+    if max_results < 1:
+        raise InvalidArgument(
+            f"max_results must be >= 1, got {max_results}", reason="INVALID_PAGE_SIZE", field="max_results"
+        )
+    items: list[T] = []
+    token = page_token or ""
+    while True:
+        batch, token = fetch(token, max_results - len(items))
+        items.extend(batch)
+        if not token or len(items) >= max_results:
+            return PagedList(items, token)

@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import queue
 import random
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +31,10 @@ from keel.artifacts.v1 import artifacts_pb2_grpc
 from keel.exceptions import InvalidArgument, KeelError, from_rpc_error
 
 # Bytes per upload message (the server accepts up to 4 MiB).
-UPLOAD_CHUNK_BYTES = 2 * 1024 * 1024
+UPLOAD_CHUNK_BYTES = int(os.environ.get("KEEL_PROF_UPLOAD_CHUNK", 2 * 1024 * 1024))
+# Chunks a transfer's helper thread may be ahead of (upload: read and hashed) or behind (download:
+# still to write and hash) the gRPC stream. Bounds memory at a few chunks per transfer.
+PIPELINE_CHUNKS = 4
 ATTEMPTS = 5
 BACKOFF_BASE_S, BACKOFF_MAX_S = 0.2, 3.0
 PARALLEL_FILES = 4
@@ -135,11 +140,54 @@ def _upload_messages(
 ) -> Iterator[pb.UploadArtifactRequest]:
     yield pb.UploadArtifactRequest(header=pb.UploadHeader(ref=target, size=size))
     digest = hashlib.sha256()
-    while block := source.read(UPLOAD_CHUNK_BYTES):
-        digest.update(block)
-        yield pb.UploadArtifactRequest(chunk=block)
-        progress.update(len(block))
+    if size <= UPLOAD_CHUNK_BYTES:  # one chunk: no helper thread
+        while block := source.read(UPLOAD_CHUNK_BYTES):
+            digest.update(block)
+            yield pb.UploadArtifactRequest(chunk=block)
+            progress.update(len(block))
+    else:
+        for block in _read_ahead(source, digest):
+            yield pb.UploadArtifactRequest(chunk=block)
+            progress.update(len(block))
     yield pb.UploadArtifactRequest(trailer=pb.UploadTrailer(sha256=digest.hexdigest()))
+
+
+def _read_ahead(source: IO[bytes], digest: Any) -> Iterator[bytes]:
+    """The chunks of ``source``, read and hashed on a helper thread (``hashlib`` and file reads
+    release the GIL) up to ``PIPELINE_CHUNKS`` ahead, so they overlap gRPC's framing and sending
+    of the previous chunks. ``digest`` is complete once the iterator is exhausted."""
+    slots: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=PIPELINE_CHUNKS)
+    stop = threading.Event()
+
+    def offer(item: bytes | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            while block := source.read(UPLOAD_CHUNK_BYTES):
+                digest.update(block)
+                if not offer(block):
+                    return
+            offer(None)
+        except BaseException as exc:  # noqa: BLE001 - raised on the consumer's thread
+            offer(exc)
+
+    thread = threading.Thread(target=produce, name="keel-upload-read", daemon=True)
+    thread.start()
+    try:
+        while (item := slots.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()  # the RPC failed or finished: the reader stops within one put timeout
+        thread.join()
 
 
 def upload_file(transport: Transport, target: pb.ArtifactRef, local_path: str) -> FileInfo:
@@ -179,7 +227,7 @@ def download_file(transport: Transport, source: pb.ArtifactRef, dst: str) -> Fil
     attempt = 0
     progress: _Progress | None = None
     try:
-        with open(part, "wb") as out:
+        with open(part, "wb") as out, _Sink(out, digest) as sink:
             while True:
                 attempt += 1
                 try:
@@ -191,23 +239,25 @@ def download_file(transport: Transport, source: pb.ArtifactRef, dst: str) -> Fil
                             header = message.header
                             if size >= 0 and (header.file_size != size or header.sha256 != sha):
                                 # The file was replaced between attempts: start over.
+                                sink.close()
                                 return _restart(transport, source, dst, out)
                             size, sha = header.file_size, header.sha256
                             if progress is None:
                                 progress = _Progress(size, os.path.basename(dst))
                             progress.reset(offset)
                         else:
-                            out.write(message.chunk)
-                            digest.update(message.chunk)
-                            offset += len(message.chunk)
+                            chunk = message.chunk  # each attribute read copies the bytes
+                            sink.put(chunk)
+                            offset += len(chunk)
                             if progress is not None:
-                                progress.update(len(message.chunk))
+                                progress.update(len(chunk))
                     break
                 except grpc.RpcError as exc:
                     if _retryable(exc) and attempt < ATTEMPTS:
                         _backoff(attempt)
                         continue
                     raise from_rpc_error(exc) from None
+            sink.close()  # every chunk written and hashed (or the sink's error raised)
         if offset != size or (sha and digest.hexdigest() != sha):
             raise KeelError(
                 f"download of {_describe(source)} is corrupt: got {offset} bytes with sha256 {digest.hexdigest()}, "
@@ -221,6 +271,53 @@ def download_file(transport: Transport, source: pb.ArtifactRef, dst: str) -> Fil
             progress.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(part)
+
+
+class _Sink:
+    """Writes and hashes downloaded chunks on a helper thread, in order, so gRPC receives the
+    next message meanwhile; at most ``PIPELINE_CHUNKS`` wait. ``close`` waits for the last one
+    and raises what the helper hit (a full disk, say)."""
+
+    def __init__(self, out: IO[bytes], digest: Any) -> None:
+        self._out = out
+        self._digest = digest
+        self._slots: queue.Queue[bytes | None] = queue.Queue(maxsize=PIPELINE_CHUNKS)
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def put(self, chunk: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._drain, name="keel-download-write", daemon=True)
+            self._thread.start()
+        self._slots.put(chunk)
+
+    def _drain(self) -> None:
+        while (chunk := self._slots.get()) is not None:
+            if self._error is None:
+                try:
+                    self._out.write(chunk)
+                    self._digest.update(chunk)
+                except BaseException as exc:  # noqa: BLE001 - raised by put/close
+                    self._error = exc
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._slots.put(None)
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            raise self._error
+
+    def __enter__(self) -> _Sink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread is not None:  # leaving on an error: stop the helper, keep that error
+            self._slots.put(None)
+            self._thread.join()
+            self._thread = None
 
 
 def _restart(transport: Transport, source: pb.ArtifactRef, dst: str, out: IO[bytes]) -> FileInfo:
