@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import grpc
 
+from keel.artifacts._transfer import frame_chunk, parse_upload_request, serialize_message
 from keel.artifacts.v1 import artifacts_pb2 as pb
 from keel.artifacts.v1 import artifacts_pb2_grpc
 from keel_server.artifacts.store import ArtifactRepository, Location
@@ -15,6 +16,10 @@ from keel_server.common.app import App
 from keel_server.common.errors import InvalidArgument
 
 _PRESIGN_METHODS = {pb.PRESIGN_METHOD_GET: "GET", pb.PRESIGN_METHOD_PUT: "PUT"}
+# Allocator thresholds (see _keep_transfer_buffers): blocks up to 8 MiB (a 4 MiB chunk and its
+# copies) come from the heap, and up to 32 MiB of free heap is kept instead of returned.
+MALLOC_MMAP_THRESHOLD = 8 * 1024 * 1024
+MALLOC_TRIM_THRESHOLD = 32 * 1024 * 1024
 
 
 def _file_info(info: ObjectInfo) -> pb.FileInfo:
@@ -35,9 +40,13 @@ class ArtifactServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
     def _locate(self, ref: pb.ArtifactRef, field: str = "ref") -> Location:
         return self.repo.locate(ref.run_id, ref.artifact_uri, ref.path, field=field)
 
-    def UploadArtifact(self, request_iterator: Iterator[pb.UploadArtifactRequest], context: grpc.ServicerContext) -> pb.FileInfo:
+    def UploadArtifact(
+        self, request_iterator: Iterator[pb.UploadArtifactRequest | memoryview], context: grpc.ServicerContext
+    ) -> pb.FileInfo:
+        # Chunk messages arrive as views of the received bytes (see add_to_server), the rest as
+        # messages.
         first = next(request_iterator, None)
-        if first is None or first.WhichOneof("message") != "header":
+        if first is None or isinstance(first, memoryview) or first.WhichOneof("message") != "header":
             raise InvalidArgument("the first message of an upload must be its header", reason="MISSING_HEADER", field="header")
         header = first.header
         session = self.repo.begin_upload(
@@ -45,6 +54,9 @@ class ArtifactServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
         )
         try:
             for message in request_iterator:
+                if isinstance(message, memoryview):
+                    session.write(message)
+                    continue
                 kind = message.WhichOneof("message")
                 if kind == "chunk":
                     session.write(message.chunk)
@@ -60,16 +72,16 @@ class ArtifactServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
             session.abort()
             raise
 
-    def DownloadArtifact(
+    def DownloadArtifact(  # type: ignore[override]  # chunks go out pre-serialised (see _method_handlers)
         self, request: pb.DownloadArtifactRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.DownloadArtifactResponse]:
+    ) -> Iterator[pb.DownloadArtifactResponse | bytes]:
         info, chunks = self.repo.download(self._locate(request.ref), request.offset)
         try:
             yield pb.DownloadArtifactResponse(
                 header=pb.DownloadHeader(file_size=info.size, sha256=info.sha256, offset=request.offset)
             )
             for chunk in chunks:
-                yield pb.DownloadArtifactResponse(chunk=chunk)
+                yield frame_chunk(chunk)  # a serialised DownloadArtifactResponse{chunk}
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:
@@ -108,8 +120,57 @@ class ArtifactServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
         return pb.CopyArtifactsResponse(file_count=count, total_bytes=total)
 
 
+def _method_handlers(servicer: ArtifactServicer) -> dict[str, grpc.RpcMethodHandler]:
+    """The generated handlers, except that upload chunks are not parsed into messages (the
+    servicer gets a view of the received bytes) and download chunks are framed by the servicer:
+    each saves two copies of every byte (see keel.artifacts._transfer)."""
+    service = pb.DESCRIPTOR.services_by_name["ArtifactService"]
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    for method in service.methods:
+        request_class = getattr(pb, method.input_type.name)
+        response_class = getattr(pb, method.output_type.name)
+        deserialize = request_class.FromString
+        serialize = response_class.SerializeToString
+        if method.name == "UploadArtifact":
+            deserialize = parse_upload_request
+        elif method.name == "DownloadArtifact":
+            serialize = serialize_message
+        factory = {
+            (False, False): grpc.unary_unary_rpc_method_handler,
+            (True, False): grpc.stream_unary_rpc_method_handler,
+            (False, True): grpc.unary_stream_rpc_method_handler,
+            (True, True): grpc.stream_stream_rpc_method_handler,
+        }[(method.client_streaming, method.server_streaming)]
+        handlers[method.name] = factory(
+            getattr(servicer, method.name), request_deserializer=deserialize, response_serializer=serialize
+        )
+    return handlers
+
+
+def _keep_transfer_buffers() -> None:
+    """Stops glibc from handing the memory of freed transfer buffers back to the kernel between
+    chunks (its default trims the heap once a few MiB are free, and mmaps/munmaps big blocks), so
+    a transfer reuses a few warm MiB instead of faulting in fresh pages for every chunk: about
+    65,000 page faults less per 256 MiB uploaded. The memory kept is bounded by the thresholds."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, MALLOC_MMAP_THRESHOLD)
+    mallopt(m_trim_threshold, MALLOC_TRIM_THRESHOLD)
+
+
 def add_to_server(server: grpc.Server, app: App) -> list[str]:
     # Open the store now: an unknown scheme or incomplete S3 settings stop `keel server` at start.
     _ = app.artifact_store
-    artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(ArtifactServicer(app), server)
-    return [pb.DESCRIPTOR.services_by_name["ArtifactService"].full_name]
+    _keep_transfer_buffers()
+    service = pb.DESCRIPTOR.services_by_name["ArtifactService"].full_name
+    handlers = _method_handlers(ArtifactServicer(app))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+    if hasattr(server, "add_registered_method_handlers"):
+        server.add_registered_method_handlers(service, handlers)
+    return [service]

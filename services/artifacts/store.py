@@ -138,7 +138,7 @@ class UploadSession:
         self._size = size
         self._sha256 = sha256
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: bytes | memoryview) -> None:
         if len(chunk) > MAX_CHUNK_BYTES:
             raise InvalidArgument(
                 f"upload chunk of {len(chunk)} bytes is over the {MAX_CHUNK_BYTES}-byte limit: send smaller chunks",
@@ -228,7 +228,7 @@ class ArtifactRepository:
                 field="offset",
                 metadata={"offset": offset, "file_size": info.size},
             )
-        return info, _prefetch(chunks, PREFETCH_CHUNKS)
+        return info, _prefetch(chunks, PREFETCH_CHUNKS) if self.store.read_ahead else chunks
 
     def stat(self, location: Location) -> ObjectInfo:
         info = self.store.stat(location.uri)

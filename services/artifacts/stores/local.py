@@ -11,14 +11,72 @@ import errno
 import hashlib
 import os
 import shutil
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from stat import S_ISDIR
 
 from keel_server.artifacts.stores import READ_CHUNK_BYTES, ArtifactStore, ArtifactWriter, ObjectInfo, join_uri
 from keel_server.common.errors import FailedPrecondition, NotFound, PermissionDenied
 
 # Hidden staging folder for uploads in progress, at the store root (excluded from listings).
 STAGING_DIR = ".keel-staging"
+# An upload hands what it has written to the kernel's writeback every this many bytes, so the
+# fsync before the rename finds little left to do.
+WRITEBACK_BYTES = 8 * 1024 * 1024
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_LINK_UNSUPPORTED = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """Linux ``sync_file_range(2)`` (start writeback of a range without waiting), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn  # type: ignore[no-any-return]
+
+
+_sync_file_range = _load_sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    """A hint: start writing this range to disk now (no waiting, no effect on what is cached).
+    Durability still comes from the fsync before the rename."""
+    if _sync_file_range is not None:
+        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+
+
+def _remove(path: str) -> None:
+    """Removes a file or folder if it is there."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _file_uri_to_path(uri: str) -> str:
@@ -44,40 +102,35 @@ class _LocalWriter(ArtifactWriter):
         self._target = store.path_of(uri)
         os.makedirs(store.staging, exist_ok=True)
         self._temp = os.path.join(store.staging, f"{uuid.uuid4().hex}.part")
-        self._file = open(self._temp, "wb")  # noqa: SIM115 - closed in _publish/_discard
+        # O_EXCL: a fresh file, never an existing one written in place.
+        self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
+        self._written = 0
+        self._flushed = 0  # bytes handed to the kernel's writeback so far
 
-    def _write(self, data: bytes) -> None:
-        self._file.write(data)
+    def _write(self, data: bytes | memoryview) -> None:
+        _write_all(self._fd, data)
+        self._written += len(data)
+        if self._written - self._flushed >= WRITEBACK_BYTES:
+            _start_writeback(self._fd, self._flushed, self._written - self._flushed)
+            self._flushed = self._written
 
     def _publish(self, sha256: str) -> None:
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        # One fsync at the end; the writeback started while the bytes arrived makes it short.
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = -1
         if os.path.isdir(self._target):
             raise FailedPrecondition(
                 f"cannot upload to {self.uri}: a directory is there; delete it first or choose another path",
                 reason="IS_A_DIRECTORY",
             )
-        with self._store._lock_for(self.uri):
-            # A concurrent delete may prune the parent between makedirs and replace: retry.
-            for attempt in range(3):
-                try:
-                    os.makedirs(os.path.dirname(self._target), exist_ok=True)
-                    os.replace(self._temp, self._target)
-                    break
-                except FileNotFoundError:
-                    if attempt == 2:
-                        raise
-                except (FileExistsError, NotADirectoryError) as exc:
-                    raise FailedPrecondition(
-                        f"cannot upload to {self.uri}: a file is in the way of its parent folders",
-                        reason="PARENT_IS_A_FILE",
-                    ) from exc
-            self._store._remember(self.uri, self.size, sha256)
+        self._store._publish_file(self._temp, self._target, self.uri, self.size, sha256)
 
     def _discard(self) -> None:
         try:
-            self._file.close()
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
         finally:
             try:
                 os.unlink(self._temp)
@@ -87,6 +140,7 @@ class _LocalWriter(ArtifactWriter):
 
 class LocalArtifactStore(ArtifactStore):
     scheme = "file"
+    read_ahead = False
 
     def __init__(self, uri: str) -> None:
         self.base = _file_uri_to_path(uri)
@@ -111,6 +165,25 @@ class LocalArtifactStore(ArtifactStore):
 
     def _uri_of(self, path: str) -> str:
         return "file://" + path
+
+    def _publish_file(self, temp: str, target: str, uri: str, size: int, sha256: str) -> None:
+        """Moves a finished (fsynced) staging file into place with ``os.replace``, and records it."""
+        with self._lock_for(uri):
+            # A concurrent delete may prune the parent between makedirs and replace: retry.
+            for attempt in range(3):
+                try:
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    os.replace(temp, target)
+                    break
+                except FileNotFoundError:
+                    if attempt == 2:
+                        raise
+                except (FileExistsError, NotADirectoryError) as exc:
+                    raise FailedPrecondition(
+                        f"cannot upload to {uri}: a file is in the way of its parent folders",
+                        reason="PARENT_IS_A_FILE",
+                    ) from exc
+            self._remember(uri, size, sha256)
 
     # ---- reads ---------------------------------------------------------------------------
     def _checksum(self, uri: str, path: str, size: int) -> str:
@@ -139,7 +212,13 @@ class LocalArtifactStore(ArtifactStore):
     def open_reader(self, uri: str, offset: int = 0) -> tuple[ObjectInfo, Iterator[bytes]]:
         path = self.path_of(uri)
         try:
-            f = open(path, "rb")  # noqa: SIM115 - closed by the iterator
+            fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
+            # fstat of the open file: a concurrent replace cannot change what this reader sees
+            # (stored files are never written in place).
+            st = os.fstat(fd)
+            if S_ISDIR(st.st_mode):
+                os.close(fd)
+                raise IsADirectoryError(path)
         except (FileNotFoundError, NotADirectoryError):
             raise NotFound(f"no artifact at {uri}", reason="ARTIFACT_NOT_FOUND", metadata={"uri": uri}) from None
         except IsADirectoryError:
@@ -147,18 +226,22 @@ class LocalArtifactStore(ArtifactStore):
                 f"{uri} is a directory: list it and download its files", reason="IS_A_DIRECTORY"
             ) from None
         try:
-            # fstat of the open file: a concurrent replace cannot change what this reader sees.
-            size = os.fstat(f.fileno()).st_size
+            size = st.st_size
             info = ObjectInfo(path="", is_dir=False, size=size, sha256=self._checksum(uri, path, size))
-            f.seek(min(offset, size))
         except BaseException:
-            f.close()
+            os.close(fd)
             raise
 
         def chunks() -> Iterator[bytes]:
-            with f:
-                while block := f.read(READ_CHUNK_BYTES):
+            # pread straight into a new bytes object: one copy out of the page cache, no
+            # buffering layer, no shared file position.
+            position = min(offset, size)
+            try:
+                while block := os.pread(fd, READ_CHUNK_BYTES, position):
+                    position += len(block)
                     yield block
+            finally:
+                os.close(fd)
 
         return info, chunks()
 
@@ -238,36 +321,93 @@ class LocalArtifactStore(ArtifactStore):
             folder = os.path.dirname(folder)
 
     def copy_tree(self, src_uri: str, dst_uri: str) -> tuple[int, int]:
+        """Hard-links every file of ``src`` into a staging folder, then renames that into place.
+
+        Safe because stored files are never modified in place: an upload writes a new file and
+        ``os.replace``s it (a new inode), a delete unlinks. So overwriting or deleting the source
+        later leaves the copy's bytes alone, and no file data needs copying or syncing; one
+        fsync of the destination's parent makes the new entries durable. Where a link is
+        impossible (another filesystem mounted under the root) the file is copied instead and
+        fsynced once before the rename. The destination appears whole or not at all."""
         src = self.path_of(src_uri)
-        if not os.path.exists(src):
-            raise NotFound(f"nothing to copy at {src_uri}", reason="ARTIFACT_NOT_FOUND", metadata={"uri": src_uri})
-        self.delete(dst_uri)
-        if os.path.isfile(src):
-            pairs = [("", src)]
-        else:
-            pairs = [
+        dst = self.path_of(dst_uri)
+        try:
+            src_is_dir = S_ISDIR(os.stat(src).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(f"nothing to copy at {src_uri}", reason="ARTIFACT_NOT_FOUND", metadata={"uri": src_uri}) from None
+        if src_is_dir:
+            pairs = sorted(
                 (os.path.relpath(os.path.join(d, n), src).replace(os.sep, "/"), os.path.join(d, n))
                 for d, _, names in os.walk(src)
                 for n in names
-            ]
-        count = total = 0
-        for rel, path in sorted(pairs):
-            target_uri = join_uri(dst_uri, rel)
-            size = os.path.getsize(path)
-            sha = self._checksum(self._uri_of(path), path, size)
-            # Copy through the staging folder so each copied file appears atomically too.
-            writer = _LocalWriter(self, target_uri)
-            try:
-                with open(path, "rb") as f:
-                    while block := f.read(READ_CHUNK_BYTES):
-                        writer.write(block)
-                writer.commit(size, sha)
-            except BaseException:
-                writer.abort()
-                raise
-            count += 1
-            total += size
-        return count, total
+            )
+        else:
+            pairs = [("", src)]
+        if not pairs:  # an empty folder: nothing to copy, as on S3
+            self.delete(dst_uri)
+            return 0, 0
+        os.makedirs(self.staging, exist_ok=True)
+        staged = os.path.join(self.staging, f"{uuid.uuid4().hex}.copy")
+        copied: list[str] = []  # files that had to be copied, not linked: fsynced before the rename
+        records: list[tuple[str, int, str]] = []
+        try:
+            if src_is_dir:
+                os.mkdir(staged)
+            for rel, path in pairs:
+                target = os.path.join(staged, *rel.split("/")) if rel else staged
+                if rel and "/" in rel:
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                size = os.path.getsize(path)
+                sha = self._checksum(self._uri_of(path), path, size)
+                try:
+                    os.link(path, target)
+                except OSError as exc:
+                    if exc.errno not in _LINK_UNSUPPORTED:
+                        raise
+                    shutil.copyfile(path, target)
+                    copied.append(target)
+                records.append((join_uri(dst_uri, rel), size, sha))
+            for path in copied:
+                fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            self._swap_into_place(staged, dst, dst_uri)
+        except BaseException:
+            _remove(staged)
+            raise
+        self._remember_many(records)
+        return len(records), sum(size for _, size, _ in records)
+
+    def _swap_into_place(self, staged: str, dst: str, dst_uri: str) -> None:
+        """Replaces whatever is at ``dst`` by ``staged`` (a file or a folder) with renames."""
+        parent = os.path.dirname(dst)
+        with self._lock_for(dst_uri):
+            old = ""
+            for attempt in range(3):  # a concurrent delete may prune the parent: retry
+                try:
+                    os.makedirs(parent, exist_ok=True)
+                    if os.path.isdir(dst) or (os.path.lexists(dst) and os.path.isdir(staged)):
+                        # rename() cannot replace a folder, nor a file by a folder: move it aside.
+                        old = os.path.join(self.staging, f"{uuid.uuid4().hex}.old")
+                        os.rename(dst, old)
+                    os.replace(staged, dst)
+                    break
+                except FileNotFoundError:
+                    if attempt == 2:
+                        raise
+                except (FileExistsError, NotADirectoryError) as exc:
+                    raise FailedPrecondition(
+                        f"cannot copy to {dst_uri}: a file is in the way of its parent folders",
+                        reason="PARENT_IS_A_FILE",
+                    ) from exc
+            _fsync_dir(parent)
+        if old:
+            files = [os.path.join(d, n) for d, _, names in os.walk(old) for n in names] if os.path.isdir(old) else [old]
+            _remove(old)
+            prefix = len(old)
+            self._forget(self._uri_of(dst + p[prefix:]) for p in files)
 
     def presign(self, uri: str, method: str, expires_seconds: int) -> str:
         raise FailedPrecondition(

@@ -72,7 +72,7 @@ class _S3Writer(ArtifactWriter):
         self._parts: list[Part] = []
         self._pending: Future[str] | None = None
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes | memoryview) -> None:
         self._buf += data
         if len(self._buf) >= self._part_bytes:
             self._flush_part()
@@ -400,7 +400,7 @@ class S3ArtifactStore(ArtifactStore):
                 if size <= MAX_SINGLE_COPY:  # keeps the user metadata (sha256) as is
                     self.client.copy_object(self.bucket, target, CopySource(self.bucket, key))
                 else:
-                    meta = {SHA_META: sha} if sha else None
+                    meta: dict[str, str | list[str] | tuple[str]] | None = {SHA_META: sha} if sha else None
                     self.client.compose_object(self.bucket, target, [ComposeSource(self.bucket, key)], metadata=meta)
             if sha:
                 self._remember(f"s3://{self.bucket}/{target}", size, sha)
