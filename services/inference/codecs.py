@@ -218,7 +218,8 @@ def tensors_to_model_input(named: list[tuple[str, np.ndarray]], schema: Schema |
                     f"signature input ({len(columns)}: {columns}), got shape {list(arr.shape)}",
                     reason="SIGNATURE_MISMATCH",
                 )
-            return pd.DataFrame({c: arr[:, i] for i, c in enumerate(columns)})
+            # one block, no per-column work (signature enforcement copies it for the model)
+            return pd.DataFrame(arr, columns=columns)
         frame: dict[str, Any] = {}
         rows = None
         for name, arr in named:

@@ -175,3 +175,36 @@ def test_local_transformer_is_pickled_by_value(tmp_path: Path, tabular) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True
     )
     assert out.stdout.strip() == str(model.predict(X)[:3].tolist())
+
+
+def test_plain_estimator_fast_path_predicts_the_same_without_warnings(tmp_path) -> None:
+    """pyfunc hands a checked numeric table to a plain estimator as an array: same answers, no
+    feature-name warning, and pipelines keep getting the DataFrame."""
+    import warnings
+
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    import keel.pyfunc
+    import keel.sklearn
+    from keel.models import infer_signature
+
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    X.columns = ["sl", "sw", "pl", "pw"]
+    forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y)
+    pipeline = make_pipeline(StandardScaler(), RandomForestClassifier(n_estimators=5, random_state=0)).fit(X, y)
+    for name, model in (("forest", forest), ("pipeline", pipeline)):
+        path = tmp_path / name
+        keel.sklearn.save_model(model, str(path), signature=infer_signature(X, model.predict(X)))
+        loaded = keel.pyfunc.load_model(str(path))
+        shuffled = X[["pw", "sl", "pl", "sw"]].head(20)  # by name, in any order
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = loaded.predict(shuffled)
+        assert list(got) == list(model.predict(X.head(20))), name
+        assert loaded.get_raw_model() is not None and hasattr(loaded.get_raw_model(), "feature_names_in_")
+    assert keel.sklearn.SklearnImpl(forest, "predict")._array_fast_path is not None
+    assert keel.sklearn.SklearnImpl(pipeline, "predict")._array_fast_path is None
+    assert keel.sklearn.SklearnImpl(forest.fit(X.to_numpy(), y), "predict")._array_fast_path is None

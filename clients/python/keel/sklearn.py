@@ -9,6 +9,7 @@ Security: loading unpickles the model; only load models from a trusted registry 
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -30,6 +31,7 @@ from keel.models.model import (
 from keel.models.model import log_model as _log_model
 from keel.models.signature import ModelSignature
 from keel.models.uri import resolve_model_uri
+from keel.models.utils import is_dataframe
 
 FLAVOR_NAME = "sklearn"
 LOADER_MODULE = "keel.sklearn"
@@ -167,6 +169,40 @@ def load_model(model_uri: str) -> Any:
     return _load_from_dir(model_dir, Model.load(model_dir))
 
 
+# Estimators whose predict methods only turn a DataFrame into an array after checking its
+# feature names; meta-estimators (pipelines, column transformers) may select columns by name
+# and always get the DataFrame.
+_ARRAY_SAFE_MODULES = (
+    "sklearn.linear_model.",
+    "sklearn.tree.",
+    "sklearn.ensemble._forest",
+    "sklearn.ensemble._gb",
+    "sklearn.svm.",
+    "sklearn.naive_bayes",
+    "sklearn.neighbors.",
+)
+
+
+def _array_method(raw_model: Any, method: str) -> tuple[Callable[..., Any], list[str]] | None:
+    """``method`` of a shallow copy without ``feature_names_in_``, taking a numpy array, and the
+    fitted column order; None when the estimator is not a plain one fitted on named columns.
+
+    pyfunc has already checked the input against the signature; scikit-learn's own DataFrame
+    checks (names, per-column dtypes) cost more than a small prediction. The copy lets the
+    array through without scikit-learn warning about a missing header; the loaded estimator
+    is untouched.
+    """
+    fitted = getattr(raw_model, "feature_names_in_", None)
+    if fitted is None or not type(raw_model).__module__.startswith(_ARRAY_SAFE_MODULES):
+        return None
+    try:
+        clone = copy.copy(raw_model)
+        delattr(clone, "feature_names_in_")
+        return getattr(clone, method), [str(name) for name in fitted]
+    except Exception:  # noqa: BLE001 - any surprise: keep the DataFrame path
+        return None
+
+
 class SklearnImpl:
     def __init__(self, raw_model: Any, method: str) -> None:
         self.raw_model = raw_model
@@ -174,8 +210,13 @@ class SklearnImpl:
         if not callable(predict):
             raise InvalidArgument(f"the model has no method {method!r}", reason="INVALID_ARGUMENT")
         self._predict: Callable[..., Any] = predict
+        self._array_fast_path = _array_method(raw_model, method)
 
     def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
+        fast = self._array_fast_path
+        if fast is not None and is_dataframe(data) and list(data.columns) == fast[1]:
+            if all(dtype.kind in "biuf" for dtype in data.dtypes):
+                return fast[0](data.to_numpy())
         return self._predict(data)
 
 
