@@ -11,10 +11,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from keel_server.common.errors import InvalidArgument
+
+T = TypeVar("T")
 
 
 def page_size(requested: int, default: int, maximum: int) -> int:
@@ -61,3 +63,14 @@ def decode_token(token: str, request_fingerprint: str) -> list[Any] | None:
             field="page_token",
         )
     return cursor
+
+
+def trim(
+    rows: list[T], size: int, cursor_of: Callable[[T], Sequence[Any]], request_fingerprint: str
+) -> tuple[list[T], str]:
+    """The page out of ``size + 1`` fetched rows, and the token after its last row ('' when the
+    extra row is absent, i.e. at the end)."""
+    if len(rows) <= size:
+        return rows, ""
+    page = rows[:size]
+    return page, encode_token(cursor_of(page[-1]), request_fingerprint)

@@ -144,9 +144,8 @@ class DatabaseDeployments:
         query = Deployment.select().order_by(Deployment.name)
         if cursor:
             query = query.where(Deployment.name > str(cursor[0]))
-        rows = list(query.limit(size + 1))
-        token = pagination.encode_token([rows[size - 1].name], fp) if len(rows) > size else ""
-        return [_record(r) for r in rows[:size]], token
+        rows, token = pagination.trim(list(query.limit(size + 1)), size, lambda last: [last.name], fp)
+        return [_record(r) for r in rows], token
 
     def delete(self, name: str) -> None:
         with write_transaction():

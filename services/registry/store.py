@@ -541,11 +541,9 @@ class RegistryStore:
         if cursor is not None:
             query = query.where(self._after(columns, cursor))
         rows = list(query.order_by(*order_clauses(columns)).limit(size + 1))
-        token = ""
-        if len(rows) > size:
-            rows = rows[:size]
-            last = rows[-1]
-            token = pagination.encode_token([getattr(last, c.expr.name) for c in columns], fp)
+        rows, token = pagination.trim(
+            rows, size, lambda last: [getattr(last, c.expr.name) for c in columns], fp
+        )
         return Page(self._model_records(rows), token)
 
     @staticmethod
@@ -790,11 +788,9 @@ class RegistryStore:
         if cursor is not None:
             query = query.where(self._after(columns, cursor))
         rows = list(query.order_by(*order_clauses(columns)).limit(size + 1))
-        token = ""
-        if len(rows) > size:
-            rows = rows[:size]
-            last = rows[-1]
-            token = pagination.encode_token([_sort_value(last, c.expr) for c in columns], fp)
+        rows, token = pagination.trim(
+            rows, size, lambda last: [_sort_value(last, c.expr) for c in columns], fp
+        )
         names = {r.model_id: r.model.name for r in rows}
         return Page(self._version_records(rows, names), token)
 
@@ -966,10 +962,7 @@ class RegistryStore:
                 )
             query = query.where(ModelHistoryEvent.id < cursor[0])
         rows = list(query.order_by(ModelHistoryEvent.id.desc()).limit(size + 1))
-        token = ""
-        if len(rows) > size:
-            rows = rows[:size]
-            token = pagination.encode_token([rows[-1].id], fp)
+        rows, token = pagination.trim(rows, size, lambda last: [last.id], fp)
         return Page(
             [
                 HistoryRecord(

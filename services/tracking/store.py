@@ -220,7 +220,9 @@ class TrackingStore:
         found = self._find_experiment_by_name(name)
         if found is None:
             raise NotFound(
-                f"experiment named '{name}' does not exist", reason="EXPERIMENT_NOT_FOUND", metadata={"name": name}
+                f"experiment named '{name}' does not exist",
+                reason="EXPERIMENT_NOT_FOUND",
+                metadata={"name": name},
             )
         return found
 
@@ -231,7 +233,11 @@ class TrackingStore:
     def _experiment_records(self, rows: Sequence[Experiment]) -> list[ExperimentRecord]:
         tags: dict[int, dict[str, str]] = {r.experiment_id: {} for r in rows}
         if rows:
-            for t in ExperimentTag.select().where(ExperimentTag.experiment.in_(list(tags))).order_by(ExperimentTag.key):
+            for t in (
+                ExperimentTag.select()
+                .where(ExperimentTag.experiment.in_(list(tags)))
+                .order_by(ExperimentTag.key)
+            ):
                 tags[t.experiment_id][t.key] = t.value
         return [
             ExperimentRecord(
@@ -323,21 +329,27 @@ class TrackingStore:
             row = self._active_experiment(experiment_id, "set a tag")
             _upsert(ExperimentTag, [{"experiment": row.experiment_id, "key": key, "value": value}],
                     [ExperimentTag.experiment, ExperimentTag.key], [ExperimentTag.value])  # fmt: skip
-            Experiment.update(last_update_time=now_ms()).where(Experiment.experiment_id == row.experiment_id).execute()
+            Experiment.update(last_update_time=now_ms()).where(
+                Experiment.experiment_id == row.experiment_id
+            ).execute()
 
     def delete_experiment_tag(self, experiment_id: str, key: str) -> None:
         with write_transaction():
             row = self._active_experiment(experiment_id, "delete a tag")
-            deleted = ExperimentTag.delete().where(
-                (ExperimentTag.experiment == row.experiment_id) & (ExperimentTag.key == key)
-            ).execute()
+            deleted = (
+                ExperimentTag.delete()
+                .where((ExperimentTag.experiment == row.experiment_id) & (ExperimentTag.key == key))
+                .execute()
+            )
             if not deleted:
                 raise NotFound(
                     f"experiment {experiment_id} has no tag '{key}'",
                     reason="TAG_NOT_FOUND",
                     metadata={"experiment_id": experiment_id, "key": key},
                 )
-            Experiment.update(last_update_time=now_ms()).where(Experiment.experiment_id == row.experiment_id).execute()
+            Experiment.update(last_update_time=now_ms()).where(
+                Experiment.experiment_id == row.experiment_id
+            ).execute()
 
     def search_experiments(
         self, filter_text: str, order_by: Sequence[str], view: str, page_size: int, page_token: str
@@ -368,11 +380,9 @@ class TrackingStore:
             if cond is not None:
                 query = query.where(cond)
         rows = list(query.order_by(*querying.order_clauses(columns)).limit(size + 1))
-        token = ""
-        if len(rows) > size:
-            rows = rows[:size]
-            last = rows[-1]
-            token = pagination.encode_token([getattr(last, f"_s{i}") for i in range(len(columns))], fp)
+        rows, token = pagination.trim(
+            rows, size, lambda last: [getattr(last, f"_s{i}") for i in range(len(columns))], fp
+        )
         return self._experiment_records(rows), token
 
     # -----------------------------------------------------------------------------------------
@@ -430,7 +440,9 @@ class TrackingStore:
                 parent_run_id=parent_run_id or None,
             ).execute()
             if all_tags:
-                RunTag.insert_many([{"run": run_id, "key": k, "value": v} for k, v in all_tags.items()]).execute()
+                RunTag.insert_many(
+                    [{"run": run_id, "key": k, "value": v} for k, v in all_tags.items()]
+                ).execute()
         info = RunInfoRecord(
             run_id=run_id,
             run_name=name,
@@ -478,7 +490,9 @@ class TrackingStore:
             # Existence is checked apart: MySQL counts changed rows, not matched ones.
             if not Run.select(Run.run_id).where(Run.run_id == run_id).exists():
                 raise _run_not_found(run_id)
-            Run.update(lifecycle_stage=DELETED, deleted_with_experiment=False).where(Run.run_id == run_id).execute()
+            Run.update(lifecycle_stage=DELETED, deleted_with_experiment=False).where(
+                Run.run_id == run_id
+            ).execute()
 
     def restore_run(self, run_id: str) -> None:
         check_run_id(run_id)
@@ -493,7 +507,9 @@ class TrackingStore:
                     reason="EXPERIMENT_DELETED",
                     metadata={"run_id": run_id, "experiment_id": row.experiment_id},
                 )
-            Run.update(lifecycle_stage=ACTIVE, deleted_with_experiment=False).where(Run.run_id == run_id).execute()
+            Run.update(lifecycle_stage=ACTIVE, deleted_with_experiment=False).where(
+                Run.run_id == run_id
+            ).execute()
 
     # -----------------------------------------------------------------------------------------
     # Logging
@@ -523,7 +539,9 @@ class TrackingStore:
             _require_active_run(run_id, "delete a tag of")
             if not RunTag.delete().where((RunTag.run == run_id) & (RunTag.key == key)).execute():
                 raise NotFound(
-                    f"run {run_id} has no tag '{key}'", reason="TAG_NOT_FOUND", metadata={"run_id": run_id, "key": key}
+                    f"run {run_id} has no tag '{key}'",
+                    reason="TAG_NOT_FOUND",
+                    metadata={"run_id": run_id, "key": key},
                 )
 
     def log_batch(
@@ -598,7 +616,12 @@ class TrackingStore:
         return self._retry(attempt)
 
     def _write_batch(
-        self, run_id: str, rows: list[tuple[Any, ...]], params: dict[str, str], tags: dict[str, str], _what: str
+        self,
+        run_id: str,
+        rows: list[tuple[Any, ...]],
+        params: dict[str, str],
+        tags: dict[str, str],
+        _what: str,
     ) -> None:
         with write_transaction():
             _require_active_run_fast(hot_sql(), run_id)
@@ -615,7 +638,12 @@ class TrackingStore:
                             f"to '{value}': params are write-once (log a new run, or use a tag or metric)",
                             reason="PARAM_ALREADY_SET",
                             field=f"params[{index}]" if _what == "params" else "value",
-                            metadata={"run_id": run_id, "key": key, "old_value": existing[key], "new_value": value},
+                            metadata={
+                                "run_id": run_id,
+                                "key": key,
+                                "old_value": existing[key],
+                                "new_value": value,
+                            },
                         )
                 new = [{"run": run_id, "key": k, "value": v} for k, v in params.items() if k not in existing]
                 if new:
@@ -654,18 +682,16 @@ class TrackingStore:
         cursor = pagination.decode_token(page_token, fp)
         if not Run.select(Run.run_id).where(Run.run_id == run_id).exists():
             raise _run_not_found(run_id)
-        query = Metric.select(Metric.id, Metric.value, Metric.value_kind, Metric.timestamp, Metric.step).where(
-            (Metric.run == run_id) & (Metric.key == key)
-        )
+        query = Metric.select(
+            Metric.id, Metric.value, Metric.value_kind, Metric.timestamp, Metric.step
+        ).where((Metric.run == run_id) & (Metric.key == key))
         if cursor is not None:
             _check_cursor(cursor, 3)
             query = query.where(pw.Tuple(Metric.step, Metric.timestamp, Metric.id) > pw.Tuple(*cursor))
-        rows: list[Any] = list(query.order_by(Metric.step, Metric.timestamp, Metric.id).limit(size + 1).tuples())
-        token = ""
-        if len(rows) > size:
-            rows = rows[:size]
-            last = rows[-1]
-            token = pagination.encode_token([last[4], last[3], last[0]], fp)
+        rows: list[Any] = list(
+            query.order_by(Metric.step, Metric.timestamp, Metric.id).limit(size + 1).tuples()
+        )
+        rows, token = pagination.trim(rows, size, lambda last: [last[4], last[3], last[0]], fp)
         return [MetricPoint(key, decode_value(v, k), ts, step) for _id, v, k, ts, step in rows], token
 
     def get_metric_history_bulk(
@@ -673,7 +699,9 @@ class TrackingStore:
     ) -> list[MetricPoint]:
         if not run_ids or len(run_ids) > MAX_BULK_RUNS:
             raise InvalidArgument(
-                f"run_ids must hold 1..{MAX_BULK_RUNS} ids, got {len(run_ids)}", reason="INVALID_RUN_IDS", field="run_ids"
+                f"run_ids must hold 1..{MAX_BULK_RUNS} ids, got {len(run_ids)}",
+                reason="INVALID_RUN_IDS",
+                field="run_ids",
             )
         if not keys or len(keys) > MAX_BULK_KEYS:
             raise InvalidArgument(
@@ -696,14 +724,18 @@ class TrackingStore:
         if missing:
             raise _run_not_found(missing[0])
         query = (
-            Metric.select(Metric.run, Metric.key, Metric.value, Metric.value_kind, Metric.timestamp, Metric.step)
+            Metric.select(
+                Metric.run, Metric.key, Metric.value, Metric.value_kind, Metric.timestamp, Metric.step
+            )
             .where(Metric.run.in_(list(run_ids)) & Metric.key.in_(list(keys)))
             .order_by(Metric.run, Metric.key, Metric.step, Metric.timestamp, Metric.id)
             .tuples()
         )
         series: dict[tuple[str, str], list[MetricPoint]] = {}
         for run, key, value, kind, ts, step in query.iterator():
-            series.setdefault((run, key), []).append(MetricPoint(key, decode_value(value, kind), ts, step, run))
+            series.setdefault((run, key), []).append(
+                MetricPoint(key, decode_value(value, kind), ts, step, run)
+            )
         out: list[MetricPoint] = []
         for points in series.values():
             out.extend(_sample(points, max_points))
@@ -765,10 +797,9 @@ class TrackingStore:
             _check_cursor(cursor, len(columns))
             query = query.where(querying.keyset_after(columns, cursor))
         rows = list(query.order_by(*querying.order_clauses(columns)).limit(size + 1))
-        token = ""
-        if len(rows) > size:
-            rows = rows[:size]
-            token = pagination.encode_token([getattr(rows[-1], f"_s{i}") for i in range(len(columns))], fp)
+        rows, token = pagination.trim(
+            rows, size, lambda last: [getattr(last, f"_s{i}") for i in range(len(columns))], fp
+        )
         return self._run_records(rows), token
 
     def _run_records(self, rows: Sequence[Run]) -> list[RunRecord]:
@@ -788,7 +819,9 @@ class TrackingStore:
                 params[run][key] = value
             for run, key, value in db.execute_sql(sql.tags_of + f"({marks})", chunk).fetchall():
                 tags[run][key] = value
-            for run, key, value, kind, ts, step in db.execute_sql(sql.latest_of + f"({marks})", chunk).fetchall():
+            for run, key, value, kind, ts, step in db.execute_sql(
+                sql.latest_of + f"({marks})", chunk
+            ).fetchall():
                 metrics[run].append(MetricPoint(key, decode_value(value, kind), ts, step))
         return [
             RunRecord(
@@ -813,7 +846,10 @@ def _metric_bounds(node: Node | None, key: str) -> list[tuple[str, float]]:
     return [
         (c.op, float(c.value))  # type: ignore[arg-type]
         for c in items
-        if isinstance(c, Comparison) and c.entity == "metric" and c.key == key and c.op in ("<", "<=", ">", ">=", "=")
+        if isinstance(c, Comparison)
+        and c.entity == "metric"
+        and c.key == key
+        and c.op in ("<", "<=", ">", ">=", "=")
     ]
 
 
@@ -959,7 +995,9 @@ def _run_info(r: Run) -> RunInfoRecord:
 
 
 def _experiment_id_taken(experiment_id: int) -> bool:
-    return Experiment.select(Experiment.experiment_id).where(Experiment.experiment_id == experiment_id).exists()
+    return (
+        Experiment.select(Experiment.experiment_id).where(Experiment.experiment_id == experiment_id).exists()
+    )
 
 
 def _insert_experiment(fields: dict[str, Any]) -> int:
@@ -1084,7 +1122,9 @@ class _HotSql:
             '< (EXCLUDED."step", EXCLUDED."timestamp", EXCLUDED."value")'
         )
         p = self.param
-        self.mysql_insert_latest = f"INSERT IGNORE INTO `latest_metric` ({cols}) VALUES ({p}, {p}, {p}, {p}, {p}, {p})"
+        self.mysql_insert_latest = (
+            f"INSERT IGNORE INTO `latest_metric` ({cols}) VALUES ({p}, {p}, {p}, {p}, {p}, {p})"
+        )
         self.mysql_advance_latest = (
             f"UPDATE `latest_metric` SET `value` = {p}, `value_kind` = {p}, `timestamp` = {p}, `step` = {p} "
             f"WHERE `run_id` = {p} AND `key` = {p} AND (`step`, `timestamp`, `value`) < ({p}, {p}, {p})"
