@@ -25,6 +25,7 @@ import numpy as np
 
 from keel._inference_client import V2_DATATYPES
 from keel._inference_client import datatype_of as _sdk_datatype_of
+from keel.models.utils import ColumnBlock
 from keel_server.common.errors import InvalidArgument
 
 if TYPE_CHECKING:
@@ -192,8 +193,8 @@ def array_to_raw(arr: np.ndarray) -> tuple[str, list[int], bytes]:
 def tensors_to_model_input(named: list[tuple[str, np.ndarray]], schema: Schema | None) -> Any:
     """Named arrays (KServe inputs, keel TensorSet) to the model's input.
 
-    A column-based signature takes either one 2-D tensor (its columns in signature order) or one
-    tensor per column (shape [N] or [N, 1]), giving a DataFrame. A tensor-based signature takes
+    A column-based signature takes either one 2-D tensor (its columns in signature order, giving
+    a ``ColumnBlock``) or one tensor per column (shape [N] or [N, 1], giving a DataFrame). A tensor-based signature takes
     its tensors by name (by position when unnamed). Without a signature a single tensor is
     passed as an array and several as a dict.
     """
@@ -218,8 +219,8 @@ def tensors_to_model_input(named: list[tuple[str, np.ndarray]], schema: Schema |
                     f"signature input ({len(columns)}: {columns}), got shape {list(arr.shape)}",
                     reason="SIGNATURE_MISMATCH",
                 )
-            # one block, no per-column work (signature enforcement copies it for the model)
-            return pd.DataFrame(arr, columns=columns)
+            # one block, no per-column work: pyfunc checks it as an array (see ColumnBlock)
+            return ColumnBlock(arr, columns)
         frame: dict[str, Any] = {}
         rows = None
         for name, arr in named:

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from keel.models.utils import ColumnBlock
 from keel_server.common.db import now_ms
 from keel_server.common.errors import FailedPrecondition, KeelError, NotFound, Unavailable
 from keel_server.inference.batching import MicroBatcher
@@ -321,6 +322,8 @@ class InferenceRuntime:
         """Runs ``served`` (from ``model_for``) on decoded input, through the micro-batcher when
         the deployment has one and the request is a small parameterless table."""
         batcher = dep.batcher
+        if batcher is not None and isinstance(data, ColumnBlock):
+            data = data.to_frame()  # the batcher merges DataFrames
         if batcher is not None and not params and _is_frame(data) and len(data) < batcher.max_rows:
             checked, _ = served.enforce(data, None)
             return batcher.submit(served, checked).result()

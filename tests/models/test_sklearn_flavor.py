@@ -194,7 +194,9 @@ def test_plain_estimator_fast_path_predicts_the_same_without_warnings(tmp_path) 
     X, y = load_iris(return_X_y=True, as_frame=True)
     X.columns = ["sl", "sw", "pl", "pw"]
     forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y)
-    pipeline = make_pipeline(StandardScaler(), RandomForestClassifier(n_estimators=5, random_state=0)).fit(X, y)
+    pipeline = make_pipeline(StandardScaler(), RandomForestClassifier(n_estimators=5, random_state=0)).fit(
+        X, y
+    )
     for name, model in (("forest", forest), ("pipeline", pipeline)):
         path = tmp_path / name
         keel.sklearn.save_model(model, str(path), signature=infer_signature(X, model.predict(X)))
@@ -205,6 +207,83 @@ def test_plain_estimator_fast_path_predicts_the_same_without_warnings(tmp_path) 
             got = loaded.predict(shuffled)
         assert list(got) == list(model.predict(X.head(20))), name
         assert loaded.get_raw_model() is not None and hasattr(loaded.get_raw_model(), "feature_names_in_")
-    assert keel.sklearn.SklearnImpl(forest, "predict")._array_fast_path is not None
-    assert keel.sklearn.SklearnImpl(pipeline, "predict")._array_fast_path is None
-    assert keel.sklearn.SklearnImpl(forest.fit(X.to_numpy(), y), "predict")._array_fast_path is None
+    assert keel.sklearn.SklearnImpl(forest, "predict").array_columns == ["sl", "sw", "pl", "pw"]
+    assert keel.sklearn.SklearnImpl(pipeline, "predict").array_columns is None
+    assert keel.sklearn.SklearnImpl(forest.fit(X.to_numpy(), y), "predict").array_columns is None
+
+
+def _iris_named() -> tuple[object, object]:
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    X.columns = ["sl", "sw", "pl", "pw"]
+    return X, y
+
+
+@pytest.mark.parametrize("kind", ["forest", "pipeline"])
+def test_column_block_predicts_as_its_dataframe(tmp_path: Path, kind: str) -> None:
+    """A ColumnBlock (what tensor protocols send) answers as the same table as a DataFrame,
+    whether the flavor takes the array (forest) or needs the frame (pipeline)."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from keel.models.utils import ColumnBlock
+
+    X, y = _iris_named()
+    forest = RandomForestClassifier(n_estimators=5, random_state=0)
+    model = (forest if kind == "forest" else make_pipeline(StandardScaler(), forest)).fit(X, y)
+    keel.sklearn.save_model(model, str(tmp_path / "m"), signature=infer_signature(X, model.predict(X)))
+    loaded = keel.pyfunc.load_model(str(tmp_path / "m"))
+    rows = X.head(30).to_numpy()
+    expected = list(model.predict(X.head(30)))
+    assert list(loaded.predict(ColumnBlock(rows, list(X.columns)))) == expected
+    # int columns widen to the signature's double, as on the DataFrame path
+    ints = rows.round().astype(np.int64)
+    assert list(loaded.predict(ColumnBlock(ints, list(X.columns)))) == list(
+        model.predict(X.head(30).round().astype(np.int64))
+    )
+    # the array the model gets is its own: the caller's block is untouched
+    before = rows.copy()
+    loaded.predict(ColumnBlock(rows, list(X.columns)))
+    assert np.array_equal(rows, before)
+
+
+def test_column_block_violations_read_as_on_the_dataframe_path(tmp_path: Path) -> None:
+    from sklearn.ensemble import RandomForestClassifier
+
+    from keel.models.utils import ColumnBlock
+
+    X, y = _iris_named()
+    model = RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y)
+    keel.sklearn.save_model(model, str(tmp_path / "m"), signature=infer_signature(X, model.predict(X)))
+    loaded = keel.pyfunc.load_model(str(tmp_path / "m"))
+    columns = list(X.columns)
+    for block in (
+        ColumnBlock(np.ones((2, 4), dtype=bool), columns),  # bool is never a number
+        ColumnBlock(np.array([["a", "b", "c", "d"]], dtype=object), columns),  # strings
+        ColumnBlock(np.ones((2, 4)), ["sl", "sw", "pl", "petal"]),  # a missing column
+    ):
+        with pytest.raises(InvalidArgument) as from_block:
+            loaded.predict(block)
+        with pytest.raises(InvalidArgument) as from_frame:
+            loaded.predict(block.to_frame())
+        assert from_block.value.reason == "SIGNATURE_MISMATCH"
+        assert str(from_block.value) == str(from_frame.value)
+
+
+def test_enforce_column_block_takes_only_uniform_numeric_blocks_in_schema_order() -> None:
+    from keel.models.enforcement import enforce_column_block
+    from keel.models.schema import ColSpec, Schema
+    from keel.models.utils import ColumnBlock
+
+    doubles = Schema([ColSpec("double", "a"), ColSpec("double", "b")])
+    checked = enforce_column_block(ColumnBlock(np.array([[1, 2]], dtype=np.int32), ["a", "b"]), doubles)
+    assert checked is not None and checked.dtype == np.float64 and checked.tolist() == [[1.0, 2.0]]
+    longs = Schema([ColSpec("long", "a"), ColSpec("long", "b")])
+    assert enforce_column_block(ColumnBlock(np.ones((1, 2)), ["a", "b"]), longs) is None  # double → long: no
+    mixed = Schema([ColSpec("long", "a"), ColSpec("double", "b")])
+    assert enforce_column_block(ColumnBlock(np.ones((1, 2), dtype=np.int64), ["a", "b"]), mixed) is None
+    assert enforce_column_block(ColumnBlock(np.ones((1, 2)), ["b", "a"]), doubles) is None  # order
+    strings = Schema([ColSpec("string", "a")])
+    assert enforce_column_block(ColumnBlock(np.array([["x"]], dtype=object), ["a"]), strings) is None

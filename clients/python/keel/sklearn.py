@@ -210,14 +210,20 @@ class SklearnImpl:
         if not callable(predict):
             raise InvalidArgument(f"the model has no method {method!r}", reason="INVALID_ARGUMENT")
         self._predict: Callable[..., Any] = predict
-        self._array_fast_path = _array_method(raw_model, method)
+        array_method = _array_method(raw_model, method)
+        # pyfunc's array protocol: checked arrays in these columns go to predict_array
+        self.array_columns: list[str] | None = array_method[1] if array_method else None
+        self._predict_array = array_method[0] if array_method else predict
 
     def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
-        fast = self._array_fast_path
-        if fast is not None and is_dataframe(data) and list(data.columns) == fast[1]:
+        if self.array_columns is not None and is_dataframe(data) and list(data.columns) == self.array_columns:
             if all(dtype.kind in "biuf" for dtype in data.dtypes):
-                return fast[0](data.to_numpy())
+                return self._predict_array(data.to_numpy())
         return self._predict(data)
+
+    def predict_array(self, array: Any) -> Any:
+        """A checked 2-D array whose columns are ``array_columns``, in order."""
+        return self._predict_array(array)
 
 
 def _load_pyfunc(

@@ -22,7 +22,7 @@ import numpy as np
 
 from keel.exceptions import InvalidArgument
 from keel.models.schema import ColSpec, DataType, ParamSchema, ParamSpec, Schema, TensorSpec
-from keel.models.utils import is_dataframe, is_torch_tensor, object_kind, to_dataframe, to_numpy
+from keel.models.utils import ColumnBlock, is_dataframe, is_torch_tensor, object_kind, to_dataframe, to_numpy
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -93,6 +93,25 @@ def _fast_numeric(df: pd.DataFrame, plan: tuple[list[str], list[np.dtype]]) -> p
     if same:
         return sub.copy()  # the model gets its own table, as on the general path
     return sub.astype(dict(zip(names, targets, strict=True)))
+
+
+def enforce_column_block(block: ColumnBlock, schema: Schema) -> np.ndarray | None:
+    """The checked array of a numeric block whose columns are the schema's inputs in order and
+    share one type, safely widened to it; None sends the block down the DataFrame path (other
+    names or order, mixed column types, non-numeric data), which also writes every error."""
+    plan = _numeric_plan(schema)
+    if plan is None:
+        return None
+    names, targets = plan
+    target = targets[0]
+    arr = block.array
+    if block.columns != names or arr.ndim != 2 or any(t != target for t in targets):
+        return None
+    if arr.dtype.kind not in ("iu" if target.kind == "i" else "iuf") or not np.can_cast(
+        arr.dtype, target, "safe"
+    ):
+        return None
+    return np.array(arr, dtype=target)  # the model gets its own copy, as on the DataFrame path
 
 
 def _enforce_columns(data: Any, schema: Schema) -> pd.DataFrame:

@@ -18,7 +18,12 @@ if TYPE_CHECKING:
 
 
 class PyfuncImpl(Protocol):
-    """What a flavor hands to ``PyFuncModel``: inputs arrive already signature-checked."""
+    """What a flavor hands to ``PyFuncModel``: inputs arrive already signature-checked.
+
+    A flavor may also take tables as plain arrays: ``array_columns`` (the column order it
+    needs) and ``predict_array(array)``; ``PyFuncModel`` then passes a checked ``ColumnBlock``
+    in those columns straight through, with no DataFrame.
+    """
 
     raw_model: Any
 

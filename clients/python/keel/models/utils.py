@@ -7,6 +7,7 @@ these instead of growing their own conversions.  pandas and torch are imported l
 from __future__ import annotations
 
 import datetime as _dt
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,6 +16,22 @@ from keel.exceptions import InvalidArgument
 
 if TYPE_CHECKING:
     import pandas as pd
+
+
+@dataclass(frozen=True)
+class ColumnBlock:
+    """A table as one 2-D array plus its column names, in order: what tensor protocols (KServe
+    v2, keel's tensors) carry for a column-based model. ``PyFuncModel.predict`` checks it
+    without building a DataFrame and hands it as an array to flavors that take one; anything
+    else sees ``to_frame()``."""
+
+    array: np.ndarray
+    columns: list[str]
+
+    def to_frame(self) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame(self.array, columns=self.columns)
 
 
 def is_dataframe(data: Any) -> bool:
@@ -55,6 +72,8 @@ def to_dataframe(data: Any) -> pd.DataFrame:
 
     if is_dataframe(data):
         return data
+    if isinstance(data, ColumnBlock):
+        return data.to_frame()
     if is_series(data):
         return data.to_frame(name=data.name if data.name is not None else 0)
     if isinstance(data, dict):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from keel.models.enforcement import enforce_signature
+from keel.models.enforcement import enforce_column_block, enforce_signature
 from keel.models.flavor_registry import PyfuncImpl, load_pyfunc_impl
 from keel.models.model import PYFUNC_FLAVOR, Model
 from keel.models.uri import resolve_model_uri
+from keel.models.utils import ColumnBlock
 
 
 class PyFuncModel:
@@ -29,8 +30,25 @@ class PyFuncModel:
         return str(self._metadata.flavors[PYFUNC_FLAVOR].get("loader_module"))
 
     def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
+        if isinstance(data, ColumnBlock) and not params:
+            array = self._checked_array(data)
+            if array is not None:
+                return self._impl.predict_array(array)  # type: ignore[attr-defined]
         data, params = enforce_signature(data, params, self._metadata.signature)
         return self._impl.predict(data, params=params)
+
+    def _checked_array(self, block: ColumnBlock) -> Any:
+        """The block's checked array when the flavor takes arrays in exactly these columns
+        (``array_columns``) and the signature has no params to fill; None otherwise."""
+        signature = self._metadata.signature
+        if (
+            getattr(self._impl, "array_columns", None) != block.columns
+            or signature is None
+            or signature.inputs is None
+            or signature.params is not None
+        ):
+            return None
+        return enforce_column_block(block, signature.inputs)
 
     def get_raw_model(self) -> Any:
         """The flavor's own object (the estimator, the nn.Module, the PythonModel)."""
