@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from backends import make_database_url, selected_backends
+from backends import make_database_url, make_s3_bucket, selected_backends
 
 from keel_server.common.config import ALL_SERVICES, Settings
 from keel_server.common.server import RunningServer, build_server
@@ -54,6 +54,20 @@ def running_server(
         )
     finally:
         running.stop(grace=1.0)
+
+
+@contextlib.contextmanager
+def running_s3_server(root: Path) -> Iterator[ServerHandle]:
+    """An in-process server over SQLite in ``root`` and a fresh bucket on the test S3 server."""
+    with make_s3_bucket() as s3, make_database_url("sqlite", root) as db_url:
+        with running_server(
+            db_url,
+            s3["artifact_uri"],
+            s3_endpoint_url=s3["endpoint_url"],
+            s3_access_key=s3["access_key"],
+            s3_secret_key=s3["secret_key"],
+        ) as handle:
+            yield handle
 
 
 def free_port() -> int:

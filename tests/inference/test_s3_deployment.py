@@ -6,8 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from backends import make_database_url, make_s3_bucket
-from server_fixtures import ServerHandle, running_server
+from server_fixtures import ServerHandle, running_s3_server
 from serving_helpers import iris_frame
 
 import keel
@@ -18,16 +17,8 @@ pytestmark = pytest.mark.s3
 
 @pytest.fixture(scope="module")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
-    root = tmp_path_factory.mktemp("inference-s3")
-    with make_s3_bucket() as s3, make_database_url("sqlite", root) as db_url:
-        with running_server(
-            db_url,
-            s3["artifact_uri"],
-            s3_endpoint_url=s3["endpoint_url"],
-            s3_access_key=s3["access_key"],
-            s3_secret_key=s3["secret_key"],
-        ) as handle:
-            yield handle
+    with running_s3_server(tmp_path_factory.mktemp("inference-s3")) as handle:
+        yield handle
 
 
 def test_registered_model_on_s3_is_served(s3_server: ServerHandle) -> None:

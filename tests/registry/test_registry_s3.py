@@ -8,9 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from backends import make_database_url
 from registry_helpers import make_source, unique
-from server_fixtures import ServerHandle, running_server
+from server_fixtures import ServerHandle, running_s3_server
 
 import keel
 from keel import exceptions as kx
@@ -18,18 +17,8 @@ from keel import exceptions as kx
 
 @pytest.fixture(scope="module")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
-    from backends import make_s3_bucket
-
-    root = tmp_path_factory.mktemp("registry-s3")
-    with make_s3_bucket() as s3, make_database_url("sqlite", root) as db_url:
-        with running_server(
-            db_url,
-            s3["artifact_uri"],
-            s3_endpoint_url=s3["endpoint_url"],
-            s3_access_key=s3["access_key"],
-            s3_secret_key=s3["secret_key"],
-        ) as handle:
-            yield handle
+    with running_s3_server(tmp_path_factory.mktemp("registry-s3")) as handle:
+        yield handle
 
 
 def test_s3_snapshot_survives_deleting_the_run_artifacts(s3_server, tmp_path: Path) -> None:
