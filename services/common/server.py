@@ -23,6 +23,7 @@ from keel_server.common import db as dbmod
 from keel_server.common.app import App
 from keel_server.common.config import Settings
 from keel_server.common.interceptors import KeelServerInterceptor
+from keel_server.common.memory import tune_allocator
 from keel_server.common.metrics import serve_metrics
 from keel_server.common.migrations import ensure_current
 
@@ -67,6 +68,7 @@ def open_app(settings: Settings) -> App:
 
 
 def build_server(settings: Settings, app: App | None = None) -> RunningServer:
+    tune_allocator()  # before gRPC and the executor start their threads
     app = app or open_app(settings)
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
