@@ -35,6 +35,7 @@ from art_helpers import ACCESS_KEY, SECRET_KEY, make_run, private_seaweedfs  # n
 from server_fixtures import server_process  # noqa: E402
 
 import keel  # noqa: E402
+from keel_server.artifacts.stores.s3 import PART_BYTES  # noqa: E402
 from keel_server.common import db as dbmod  # noqa: E402
 
 RESULTS = ROOT / "bench" / "RESULTS.md"
@@ -119,8 +120,8 @@ def bench_minio(src: Path, work: Path, endpoint: str, bucket: str) -> tuple[floa
     if not client.bucket_exists(bucket):
         client.make_bucket(bucket)
     key = f"direct/{uuid.uuid4().hex}"
-    # 16 MiB parts, as keel's server uses.
-    up = timed(lambda: client.fput_object(bucket, key, str(src), part_size=16 * MiB))
+    # keel's server's part size.
+    up = timed(lambda: client.fput_object(bucket, key, str(src), part_size=PART_BYTES))
     back = work / "minio-back.bin"
     down = timed(lambda: client.fget_object(bucket, key, str(back)))
     drop_file(back)

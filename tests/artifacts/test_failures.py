@@ -48,7 +48,7 @@ def _leftovers(server: ArtifactServer) -> list[str]:
 
 
 def test_upload_cut_off_halfway_leaves_nothing(art_server: ArtifactServer, run_id: str) -> None:
-    """40 MiB sent (S3: two parts uploaded) of an announced 64 MiB, then the client dies."""
+    """40 MiB sent (S3: several parts uploaded) of an announced 64 MiB, then the client dies."""
     ref = pb.ArtifactRef(run_id=run_id, path="cut/big.bin")
 
     def messages() -> Iterator[pb.UploadArtifactRequest]:
