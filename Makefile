@@ -94,10 +94,10 @@ bench-venv: $(BENCH_STAMP)
 
 $(BENCH_STAMP):
 	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
-	$(BENCH_VENV)/bin/python -m pip install -q mlflow
+	$(BENCH_VENV)/bin/python -m pip install -q mlflow boto3  # boto3: the S3 artifact anchor
 	touch $@
 
-bench-tracking bench-artifacts bench-registry bench-inference: bench-%: $(STAMP)
+bench-tracking bench-artifacts bench-registry bench-inference: bench-%: $(STAMP) $(BENCH_STAMP)
 	$(PY) bench/bench_$*.py
 
 # ---------------------------------------------------------------- cleanup

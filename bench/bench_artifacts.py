@@ -4,8 +4,9 @@ vs MLflow's artifact proxy (the anchor), on the same 256 MiB and 1 GiB files, in
 Run with ``make bench-artifacts`` (or ``.venv/bin/python bench/bench_artifacts.py [--quick]``).
 Everything is on loopback: a private SeaweedFS S3 server (auth on), ``keel server`` processes
 (local folder and S3 store), and ``mlflow server --artifacts-destination`` (folder and S3) from
-bench/.venv-mlflow. Each transfer is timed once per size (after one warm-up of the small file);
-MB/s = 10^6 bytes per second. Server peak RSS growth is read from /proc (VmHWM - VmRSS before).
+bench/.venv-mlflow, all up at once. Each file goes ``--rounds`` times (3) through every system,
+the systems taking turns, and the median time is reported (after one warm-up of the small file);
+MB/s = 10^6 bytes per second. Server peak RSS growth is read from /proc (VmHWM - VmRSS before, the peak reset first).
 Results are printed and written to this script's section of bench/RESULTS.md.
 """
 
@@ -18,6 +19,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,7 +27,7 @@ import textwrap
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +41,8 @@ from keel_server.artifacts.stores.s3 import PART_BYTES  # noqa: E402
 from keel_server.common import db as dbmod  # noqa: E402
 
 RESULTS = ROOT / "bench" / "RESULTS.md"
+# Row order of the report.
+ORDER = ["cp (floor)", "minio SDK direct (floor)", "keel", "MLflow proxy (anchor)"]
 SECTION = "## Artifacts (bench/bench_artifacts.py)"
 MLFLOW = ROOT / "bench" / ".venv-mlflow" / "bin"
 MiB = 1024 * 1024
@@ -70,11 +74,15 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
-def rss(pid: int) -> tuple[int, int]:
-    """(current, peak) RSS in bytes of a server and its child processes (MLflow's workers)."""
+def rss(pid: int, reset_peak: bool = False) -> tuple[int, int]:
+    """(current, peak) RSS in bytes of a server and its child processes (MLflow's workers).
+    ``reset_peak`` restarts the peak from the current RSS (Linux ``clear_refs``) so the next
+    reading's peak belongs to what happened in between, not to an earlier, bigger transfer."""
     current = peak = 0
     for p in [pid, *_descendants(pid)]:
         try:
+            if reset_peak:
+                Path(f"/proc/{p}/clear_refs").write_text("5")
             text = Path(f"/proc/{p}/status").read_text()
         except FileNotFoundError:
             continue
@@ -142,7 +150,7 @@ def keel_server(work: Path, artifact_uri: str, env: dict[str, str]) -> Iterator[
 
 def bench_keel(uri: str, pid: int, run_id: str, src: Path, work: Path, sha: str) -> tuple[float, float, int]:
     client = keel.Client(uri)
-    before, _ = rss(pid)
+    before, _ = rss(pid, reset_peak=True)
     name = f"k-{uuid.uuid4().hex[:6]}"
     up = timed(lambda: client.log_artifact(run_id, str(src), name))
     dst = work / "keel-dl"
@@ -207,12 +215,14 @@ MLFLOW_CLIENT = textwrap.dedent(
 
 
 def bench_mlflow(uri: str, pid: int, src: Path, work: Path, sha: str) -> tuple[float, float, int]:
-    before, _ = rss(pid)
+    before, _ = rss(pid, reset_peak=True)
     dst = work / "mlflow-dl"
     out = subprocess.run(
         [str(MLFLOW / "python"), "-c", MLFLOW_CLIENT, uri, str(src), str(dst)],
-        check=True, capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=600,
     )  # fmt: skip
+    if out.returncode:
+        raise RuntimeError(f"the MLflow client failed against {uri}:\n{out.stderr[-3000:]}")
     up, down = map(float, out.stdout.split()[-2:])
     assert sha256_of(dst / src.name) == sha, "mlflow download differs"
     drop_file(dst)
@@ -231,10 +241,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="32 MiB and 64 MiB instead of 256 MiB and 1 GiB")
     parser.add_argument("--no-mlflow", action="store_true", help="skip the MLflow anchor")
+    parser.add_argument("--rounds", type=int, default=3, help="transfers of each file by each system (median reported)")
     args = parser.parse_args()
     sizes = [32 * MiB, 64 * MiB] if args.quick else [256 * MiB, 1024 * MiB]
-    rows: list[tuple[str, str, int, float, float, str]] = []  # (store, system, size, up s, down s, rss)
-    with tempfile.TemporaryDirectory(prefix="keel-bench-art-", dir=os.environ.get("KEEL_BENCH_TMP")) as tmp:
+    with tempfile.TemporaryDirectory(prefix="keel-bench-art-", dir=os.environ.get("KEEL_BENCH_TMP")) as tmp, ExitStack() as servers:
         work = Path(tmp)
         files = {}
         for size in sizes:
@@ -242,42 +252,50 @@ def main() -> None:
             files[size] = (path, make_file(path, size))
         warm = work / "warm.bin"
         make_file(warm, 4 * MiB)
-        with private_seaweedfs(work / "weed") as weed:
-            endpoint = weed.endpoint
-            s3_env = {"KEEL_S3_ENDPOINT_URL": f"http://{endpoint}", "KEEL_S3_ACCESS_KEY": ACCESS_KEY, "KEEL_S3_SECRET_KEY": SECRET_KEY}
-            aws_env = {"MLFLOW_S3_ENDPOINT_URL": f"http://{endpoint}", "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-                       "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
-            for size, (path, _) in files.items():
-                up, down = bench_cp(path, work)
-                rows.append(("local", "cp (floor)", size, up, down, ""))
-                up, down = bench_minio(path, work, endpoint, "bench-direct")
-                rows.append(("s3", "minio SDK direct (floor)", size, up, down, ""))
-            for store, artifact_uri, env in (("local", f"file://{work}/keel-store", {}), ("s3", "s3://bench-keel/artifacts", s3_env)):
-                with keel_server(work, artifact_uri, env) as (uri, pid, run_id):
-                    bench_keel(uri, pid, run_id, warm, work, sha256_of(warm))
-                    for size, (path, sha) in files.items():
-                        up, down, grew = bench_keel(uri, pid, run_id, path, work, sha)
-                        rows.append((store, "keel", size, up, down, f"{grew / MiB:.0f} MiB"))
-            if not args.no_mlflow and (MLFLOW / "mlflow").exists():
-                for store, destination, env in (("local", str(work / "mlflow-store"), {}), ("s3", "s3://bench-mlflow/artifacts", aws_env)):
-                    if store == "s3":
-                        from minio import Minio
+        endpoint = servers.enter_context(private_seaweedfs(work / "weed")).endpoint
+        s3_env = {"KEEL_S3_ENDPOINT_URL": f"http://{endpoint}", "KEEL_S3_ACCESS_KEY": ACCESS_KEY, "KEEL_S3_SECRET_KEY": SECRET_KEY}
+        aws_env = {"MLFLOW_S3_ENDPOINT_URL": f"http://{endpoint}", "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+                   "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+        # Every contender is up before the first transfer, so the rounds can take turns.
+        Transfer = Callable[[Path, str], tuple[float, float, int]]
+        contenders: list[tuple[str, str, Transfer]] = [
+            ("local", "cp (floor)", lambda path, sha: (*bench_cp(path, work), 0)),
+            ("s3", "minio SDK direct (floor)", lambda path, sha: (*bench_minio(path, work, endpoint, "bench-direct"), 0)),
+        ]
+        for store, artifact_uri, env in (("local", f"file://{work}/keel-store", {}), ("s3", "s3://bench-keel/artifacts", s3_env)):
+            uri, pid, run_id = servers.enter_context(keel_server(work, artifact_uri, env))
+            bench_keel(uri, pid, run_id, warm, work, sha256_of(warm))
+            contenders.append((store, "keel", lambda path, sha, uri=uri, pid=pid, run_id=run_id: bench_keel(uri, pid, run_id, path, work, sha)))
+        if not args.no_mlflow and (MLFLOW / "mlflow").exists():
+            from minio import Minio
 
-                        m = Minio(endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY, secure=False)
-                        if not m.bucket_exists("bench-mlflow"):
-                            m.make_bucket("bench-mlflow")
-                    with mlflow_server(work, destination, env) as (uri, pid):
-                        for size, (path, sha) in files.items():
-                            up, down, grew = bench_mlflow(uri, pid, path, work, sha)
-                            rows.append((store, "MLflow proxy (anchor)", size, up, down, f"{grew / MiB:.0f} MiB"))
-    report(rows, sizes)
+            Minio(endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY, secure=False).make_bucket("bench-mlflow")
+            for store, destination, env in (("local", str(work / "mlflow-store"), {}), ("s3", "s3://bench-mlflow/artifacts", aws_env)):
+                uri, pid = servers.enter_context(mlflow_server(work, destination, env))
+                contenders.append((store, "MLflow proxy (anchor)", lambda path, sha, uri=uri, pid=pid: bench_mlflow(uri, pid, path, work, sha)))
+        samples: dict[tuple[str, str, int], list[tuple[float, float, int]]] = {}
+        for size, (path, sha) in files.items():
+            for r in range(args.rounds):
+                for store, system, transfer in contenders[r:] + contenders[:r]:
+                    # Untimed: flush what the previous transfers left dirty, or the kernel's
+                    # dirty-page throttling (this disk writes ~560 MB/s) times whoever comes next.
+                    os.sync()
+                    samples.setdefault((store, system, size), []).append(transfer(path, sha))
+        rows = []
+        for (store, system, size), runs in sorted(samples.items(), key=lambda kv: (ORDER.index(kv[0][1]), kv[0][0] != "local", kv[0][2])):
+            grew = max(run[2] for run in runs)
+            rows.append((store, system, size, statistics.median(run[0] for run in runs),
+                         statistics.median(run[1] for run in runs), f"{grew / MiB:.0f} MiB" if system in ("keel", "MLflow proxy (anchor)") else ""))  # fmt: skip
+    report(rows, sizes, args.rounds)
 
 
-def report(rows: list[tuple[str, str, int, float, float, str]], sizes: list[int]) -> None:
+def report(rows: list[tuple[str, str, int, float, float, str]], sizes: list[int], rounds: int) -> None:
     def mbps(size: int, seconds: float) -> float:
         return size / seconds / 1e6
 
     lines = [SECTION, "", f"Machine: {machine()}", "",
+             f"Each file went {rounds} times through every system, the systems taking turns in a rotating order, "
+             "with a `sync` (untimed) before each transfer; MB/s are of the median time, RSS growth the largest seen.", "",
              "| store | system | file | upload MB/s | download MB/s | server peak RSS growth |",
              "| --- | --- | --- | ---: | ---: | ---: |"]  # fmt: skip
     for store, system, size, up, down, grew in rows:
