@@ -276,9 +276,10 @@ def main() -> None:
         samples: dict[tuple[str, str, int], list[tuple[float, float, int]]] = {}
         for size, (path, sha) in files.items():
             for r in range(args.rounds):
-                for store, system, transfer in contenders[r:] + contenders[:r]:
-                    # Untimed: flush what the previous transfers left dirty, or the kernel's
-                    # dirty-page throttling (this disk writes ~560 MB/s) times whoever comes next.
+                turn = r % len(contenders)
+                for store, system, transfer in contenders[turn:] + contenders[:turn]:
+                    # Untimed: each transfer starts with none of the previous one's dirty pages
+                    # still to be written back.
                     os.sync()
                     samples.setdefault((store, system, size), []).append(transfer(path, sha))
         rows = []
