@@ -8,16 +8,19 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
-from art_helpers import ArtifactServer, artifact_server
+from art_helpers import ArtifactServer, artifact_server, make_run
 
 from keel.artifacts import _transfer
 from keel.artifacts.v1 import artifacts_pb2 as pb
+from keel.artifacts.v1 import artifacts_pb2_grpc
 from keel_server.artifacts.stores import local as local_store
-from keel_server.common.errors import InvalidArgument
+from keel_server.common.errors import InvalidArgument, ResourceExhausted
 
 MiB = 1024 * 1024
 
@@ -102,13 +105,50 @@ def test_helper_thread_failure_leaves_nothing(art_server: ArtifactServer, monkey
 
     monkeypatch.setattr(local_store, "_write_all", failing)
     writer = store.open_writer(uri)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(ResourceExhausted, match="has no room for .*No space left") as err:
         for _ in range(8):
             writer.write(os.urandom(MiB))
         writer.commit(8 * MiB, "")
+    assert err.value.reason == "STORE_FULL"
     writer.abort()
     assert _staging(store) == []
     assert not os.path.exists(store.path_of(uri))
+
+
+def test_reserve_space_keeps_the_length_and_refuses_what_does_not_fit(tmp_path: Path) -> None:
+    path = tmp_path / "reserved.bin"
+    with open(path, "wb") as f:
+        _transfer.reserve_space(f.fileno(), 8 * MiB, str(path))
+        st = os.fstat(f.fileno())
+        assert st.st_size == 0  # the length is what has been written, nothing more
+        if _transfer._fallocate is not None and st.st_blocks:  # a filesystem that can reserve
+            assert st.st_blocks * 512 >= 8 * MiB
+        # More than the whole disk: refused before fallocate, which would fill the disk first.
+        too_big = shutil.disk_usage(tmp_path).total + 1024 * MiB
+        with pytest.raises(OSError) as err:
+            _transfer.reserve_space(f.fileno(), too_big, str(path))
+        assert err.value.errno == errno.ENOSPC and err.value.filename == str(path)
+        assert "bytes needed" in str(err.value)
+
+
+def test_upload_announced_larger_than_the_free_space_is_refused_up_front(art_server: ArtifactServer) -> None:
+    store = _local(art_server)
+    run_id = make_run(store.root_uri)
+    os.makedirs(store.base, exist_ok=True)
+    size = shutil.disk_usage(store.base).total + 1024 * MiB  # more than the whole disk
+    ref = pb.ArtifactRef(run_id=run_id, path="too/big.bin")
+
+    def messages() -> Iterator[pb.UploadArtifactRequest]:
+        yield pb.UploadArtifactRequest(header=pb.UploadHeader(ref=ref, size=size))
+        yield pb.UploadArtifactRequest(chunk=b"x" * 1024)
+
+    stub = artifacts_pb2_grpc.ArtifactServiceStub(grpc.insecure_channel(art_server.uri.removeprefix("grpc://")))
+    with pytest.raises(grpc.RpcError) as err:
+        stub.UploadArtifact(messages())
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "has no room for" in err.value.details() and "free space there" in err.value.details()
+    assert _staging(store) == []
+    assert not os.path.exists(store.path_of(f"{store.root_uri}/too/big.bin"))
 
 
 def test_checksum_mismatch_after_threaded_writes_leaves_nothing(art_server: ArtifactServer) -> None:

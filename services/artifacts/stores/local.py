@@ -16,8 +16,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from stat import S_ISDIR
 
+from keel.artifacts._transfer import NO_ROOM, reserve_space
 from keel_server.artifacts.stores import READ_CHUNK_BYTES, ArtifactStore, ArtifactWriter, ObjectInfo, join_uri
-from keel_server.common.errors import FailedPrecondition, NotFound, PermissionDenied
+from keel_server.common.errors import FailedPrecondition, NotFound, PermissionDenied, ResourceExhausted
 
 # Hidden staging folder for uploads in progress, at the store root (excluded from listings).
 STAGING_DIR = ".keel-staging"
@@ -96,7 +97,7 @@ def _file_uri_to_path(uri: str) -> str:
 
 
 class _LocalWriter(ArtifactWriter):
-    def __init__(self, store: LocalArtifactStore, uri: str) -> None:
+    def __init__(self, store: LocalArtifactStore, uri: str, size: int | None) -> None:
         super().__init__(uri)
         self._store = store
         self._target = store.path_of(uri)
@@ -106,9 +107,27 @@ class _LocalWriter(ArtifactWriter):
         self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
         self._written = 0
         self._flushed = 0  # bytes handed to the kernel's writeback so far
+        if size:
+            try:
+                reserve_space(self._fd, size, self._temp)
+            except OSError as exc:
+                self._discard()
+                raise self._no_room(exc) from None
+
+    def _no_room(self, exc: OSError) -> OSError | ResourceExhausted:
+        if exc.errno not in NO_ROOM:
+            return exc
+        return ResourceExhausted(
+            f"the {self._store.describe()} has no room for {self.uri} ({exc.strerror}); "
+            "nothing was stored: free space there and upload again",
+            reason="STORE_FULL",
+        )
 
     def _write(self, data: bytes | memoryview) -> None:
-        _write_all(self._fd, data)
+        try:
+            _write_all(self._fd, data)
+        except OSError as exc:
+            raise self._no_room(exc) from None
         self._written += len(data)
         if self._written - self._flushed >= WRITEBACK_BYTES:
             _start_writeback(self._fd, self._flushed, self._written - self._flushed)
@@ -291,7 +310,7 @@ class LocalArtifactStore(ArtifactStore):
 
     # ---- writes --------------------------------------------------------------------------
     def open_writer(self, uri: str, expected_sha256: str = "", expected_size: int | None = None) -> ArtifactWriter:
-        return _LocalWriter(self, uri)
+        return _LocalWriter(self, uri, expected_size)
 
     def delete(self, uri: str) -> int:
         path = self.path_of(uri)

@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import hashlib
 import os
 import queue
@@ -110,6 +112,47 @@ class _Progress:
 
 def _stub(transport: Transport) -> artifacts_pb2_grpc.ArtifactServiceStub:
     return transport.stub(artifacts_pb2_grpc.ArtifactServiceStub)
+
+
+# ---------------------------------------------------------------- disk space
+def _load_fallocate() -> Callable[[int, int, int, int], int] | None:
+    """Linux ``fallocate(2)``, or None (other systems: files are written without a reservation)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).fallocate
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    fn.restype = ctypes.c_int
+    return fn  # type: ignore[no-any-return]
+
+
+_fallocate = _load_fallocate()
+_FALLOC_FL_KEEP_SIZE = 1
+# errno values of a full disk or quota.
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def reserve_space(fd: int, size: int, path: str) -> None:
+    """Reserves disk blocks for the ``size`` bytes about to be written to ``fd`` from its start
+    (its length stays as it is), so that a disk without room fails here, before a byte moves
+    (OSError ENOSPC or EDQUOT, naming ``path``), not half-way through a long transfer; the
+    blocks also come in one piece. A filesystem that cannot reserve is written as usual."""
+    if size <= 0:
+        return
+    if hasattr(os, "fstatvfs"):
+        # Checked first: fallocate would fill the disk up to its last block before failing.
+        # (f_bfree counts the blocks kept for root too: fallocate has the last word on those.)
+        fs = os.fstatvfs(fd)
+        if size > fs.f_bfree * fs.f_frsize:
+            raise OSError(errno.ENOSPC, f"{size} bytes needed, {fs.f_bfree * fs.f_frsize} free", path)
+    if _fallocate is None:
+        return
+    if _fallocate(fd, _FALLOC_FL_KEEP_SIZE, 0, size) != 0:
+        code = ctypes.get_errno()
+        if code in NO_ROOM:
+            raise OSError(code, f"{size} bytes needed: {os.strerror(code)}", path)
 
 
 # ---------------------------------------------------------------- chunk framing
@@ -310,6 +353,8 @@ def download_file(transport: Transport, source: pb.ArtifactRef, dst: str) -> Fil
                                 # The file was replaced between attempts: start over.
                                 sink.close()
                                 return _restart(transport, source, dst, out)
+                            if size < 0:  # the first header: the file is about to be written from 0
+                                reserve_space(out.fileno(), header.file_size, part)
                             size, sha = header.file_size, header.sha256
                             if progress is None:
                                 progress = _Progress(size, os.path.basename(dst))
