@@ -1,5 +1,6 @@
-"""Artifact benchmark: keel's ArtifactService vs the floors (``cp``, direct minio SDK put/get) and
-vs MLflow's artifact proxy (the anchor), on the same 256 MiB and 1 GiB files, in one run.
+"""Artifact benchmark: keel's ArtifactService vs the floors (``cp``, direct minio SDK put/get),
+vs MLflow's artifact proxy (the anchor) and vs a bare Python gRPC stream (the transport alone, a
+reference), on the same 256 MiB and 1 GiB files, in one run.
 
 Run with ``make bench-artifacts`` (or ``.venv/bin/python bench/bench_artifacts.py [--quick]``).
 Everything is on loopback: a private SeaweedFS S3 server (auth on), ``keel server`` processes
@@ -42,7 +43,8 @@ from keel_server.common import db as dbmod  # noqa: E402
 
 RESULTS = ROOT / "bench" / "RESULTS.md"
 # Row order of the report.
-ORDER = ["cp (floor)", "minio SDK direct (floor)", "keel", "MLflow proxy (anchor)"]
+ORDER = ["cp (floor)", "minio SDK direct (floor)", "raw gRPC stream (reference)", "keel", "MLflow proxy (anchor)"]
+RAW = "raw gRPC stream (reference)"
 SECTION = "## Artifacts (bench/bench_artifacts.py)"
 MLFLOW = ROOT / "bench" / ".venv-mlflow" / "bin"
 MiB = 1024 * 1024
@@ -162,6 +164,69 @@ def bench_keel(uri: str, pid: int, run_id: str, src: Path, work: Path, sha: str)
     return up, down, peak - before
 
 
+# The transport alone: a bare grpcio server (its own process, like keel's) that writes what a
+# client stream sends to a file and streams a file back, in the same 1 MiB messages as keel, with
+# no protobuf, no checksum, no fsync and no metadata. keel's distance to it is keel's own work.
+RAW_PUT, RAW_GET = "/bench.Raw/Put", "/bench.Raw/Get"
+
+
+def serve_raw_grpc(folder: str) -> None:
+    from concurrent import futures
+
+    import grpc
+
+    def put(chunks: Iterator[bytes], context: object) -> bytes:
+        with open(os.path.join(folder, "raw-put.bin"), "wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+        return b""
+
+    def get(path: bytes, context: object) -> Iterator[bytes]:
+        with open(path, "rb") as f:
+            while block := f.read(MiB):
+                yield block
+
+    server = grpc.server(futures.ThreadPoolExecutor(4), options=[("grpc.max_receive_message_length", 8 * MiB)])
+    handlers = {"Put": grpc.stream_unary_rpc_method_handler(put), "Get": grpc.unary_stream_rpc_method_handler(get)}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Raw", handlers),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    print(port, flush=True)
+    server.wait_for_termination()
+
+
+@contextmanager
+def raw_grpc_server(work: Path) -> Iterator[str]:
+    process = subprocess.Popen([sys.executable, __file__, "--serve-raw-grpc", str(work)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        yield f"127.0.0.1:{int(process.stdout.readline())}"
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def bench_raw_grpc(address: str, src: Path, work: Path) -> tuple[float, float]:
+    import grpc
+
+    with grpc.insecure_channel(address) as channel:
+        put = channel.stream_unary(RAW_PUT)
+        get = channel.unary_stream(RAW_GET)
+
+        def send() -> None:
+            with open(src, "rb") as f:
+                put(iter(lambda: f.read(MiB), b""))
+
+        def receive() -> None:
+            with open(work / "raw-back.bin", "wb") as out:
+                for chunk in get(str(work / "raw-put.bin").encode()):
+                    out.write(chunk)
+
+        up, down = timed(send), timed(receive)
+    drop_file(work / "raw-put.bin"), drop_file(work / "raw-back.bin")
+    return up, down
+
+
 @contextmanager
 def mlflow_server(work: Path, destination: str, env: dict[str, str]) -> Iterator[tuple[str, int]]:
     import socket
@@ -242,7 +307,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="32 MiB and 64 MiB instead of 256 MiB and 1 GiB")
     parser.add_argument("--no-mlflow", action="store_true", help="skip the MLflow anchor")
     parser.add_argument("--rounds", type=int, default=3, help="transfers of each file by each system (median reported)")
+    parser.add_argument("--serve-raw-grpc", metavar="DIR", help=argparse.SUPPRESS)  # the raw gRPC server's process
     args = parser.parse_args()
+    if args.serve_raw_grpc:
+        return serve_raw_grpc(args.serve_raw_grpc)
     sizes = [32 * MiB, 64 * MiB] if args.quick else [256 * MiB, 1024 * MiB]
     with tempfile.TemporaryDirectory(prefix="keel-bench-art-", dir=os.environ.get("KEEL_BENCH_TMP")) as tmp, ExitStack() as servers:
         work = Path(tmp)
@@ -262,6 +330,8 @@ def main() -> None:
             ("local", "cp (floor)", lambda path, sha: (*bench_cp(path, work), 0)),
             ("s3", "minio SDK direct (floor)", lambda path, sha: (*bench_minio(path, work, endpoint, "bench-direct"), 0)),
         ]
+        raw = servers.enter_context(raw_grpc_server(work))
+        contenders.append(("local", RAW, lambda path, sha: (*bench_raw_grpc(raw, path, work), 0)))
         for store, artifact_uri, env in (("local", f"file://{work}/keel-store", {}), ("s3", "s3://bench-keel/artifacts", s3_env)):
             uri, pid, run_id = servers.enter_context(keel_server(work, artifact_uri, env))
             bench_keel(uri, pid, run_id, warm, work, sha256_of(warm))
@@ -301,7 +371,7 @@ def report(rows: list[tuple[str, str, int, float, float, str]], sizes: list[int]
              "| --- | --- | --- | ---: | ---: | ---: |"]  # fmt: skip
     for store, system, size, up, down, grew in rows:
         lines.append(f"| {store} | {system} | {size // MiB} MiB | {mbps(size, up):.0f} | {mbps(size, down):.0f} | {grew} |")
-    lines += ["", "Ratios (keel / floor, keel / MLflow proxy), each way:", ""]
+    lines += ["", "Ratios (keel / floor, keel / MLflow proxy, keel / the raw gRPC stream), each way:", ""]
     index = {(r[0], r[1], r[2]): r for r in rows}
     for store, floor in (("local", "cp (floor)"), ("s3", "minio SDK direct (floor)")):
         for size in sizes:
@@ -313,6 +383,9 @@ def report(rows: list[tuple[str, str, int, float, float, str]], sizes: list[int]
             text = f"- {store}, {size // MiB} MiB: vs floor up {f[3] / k[3]:.0%}, down {f[4] / k[4]:.0%}"
             if m:
                 text += f"; vs MLflow up {m[3] / k[3]:.1f}x, down {m[4] / k[4]:.1f}x"
+            raw = index.get((store, RAW, size))
+            if raw:
+                text += f"; vs the raw gRPC stream up {raw[3] / k[3]:.0%}, down {raw[4] / k[4]:.0%}"
             lines.append(text)
     text = "\n".join(lines) + "\n"
     print(text)
