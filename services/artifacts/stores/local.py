@@ -7,16 +7,16 @@ the new one, never a partial one, and a failed upload leaves nothing in the visi
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
 import os
 import shutil
-import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from stat import S_ISDIR
 
-from keel.artifacts._transfer import NO_ROOM, reserve_space
+from keel.artifacts._transfer import NO_ROOM, libc_function, reserve_space
 from keel_server.artifacts.stores import READ_CHUNK_BYTES, ArtifactStore, ArtifactWriter, ObjectInfo, join_uri
 from keel_server.common.errors import FailedPrecondition, NotFound, PermissionDenied, ResourceExhausted
 
@@ -35,22 +35,8 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    """Linux ``sync_file_range(2)`` (start writeback of a range without waiting), or None."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return fn  # type: ignore[no-any-return]
-
-
-_sync_file_range = _load_sync_file_range()
+# Linux ``sync_file_range(2)``: start writeback of a range without waiting (None elsewhere).
+_sync_file_range = libc_function("sync_file_range", ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
 _SYNC_FILE_RANGE_WRITE = 2
 
 

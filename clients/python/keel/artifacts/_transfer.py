@@ -114,21 +114,22 @@ def _stub(transport: Transport) -> artifacts_pb2_grpc.ArtifactServiceStub:
     return transport.stub(artifacts_pb2_grpc.ArtifactServiceStub)
 
 
-# ---------------------------------------------------------------- disk space
-def _load_fallocate() -> Callable[[int, int, int, int], int] | None:
-    """Linux ``fallocate(2)``, or None (other systems: files are written without a reservation)."""
+# ---------------------------------------------------------------- files on disk
+def libc_function(name: str, *argtypes: Any) -> Callable[..., int] | None:
+    """A Linux C library function through ctypes (errno kept for ``ctypes.get_errno``), or None
+    on other systems or where the C library lacks it (callers then do without)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        fn = ctypes.CDLL(None, use_errno=True).fallocate
+        fn = getattr(ctypes.CDLL(None, use_errno=True), name)
     except (OSError, AttributeError):
         return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    fn.argtypes = list(argtypes)
     fn.restype = ctypes.c_int
     return fn  # type: ignore[no-any-return]
 
 
-_fallocate = _load_fallocate()
+_fallocate = libc_function("fallocate", ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
 _FALLOC_FL_KEEP_SIZE = 1
 # errno values of a full disk or quota.
 NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})
