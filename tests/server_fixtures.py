@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from backends import make_database_url, make_s3_bucket, selected_backends
@@ -56,17 +57,16 @@ def running_server(
         running.stop(grace=1.0)
 
 
+def s3_settings(s3: dict[str, Any]) -> dict[str, Any]:
+    """The server settings that point keel at a bucket from ``backends.make_s3_bucket``."""
+    return {"s3_endpoint_url": s3["endpoint_url"], "s3_access_key": s3["access_key"], "s3_secret_key": s3["secret_key"]}
+
+
 @contextlib.contextmanager
 def running_s3_server(root: Path) -> Iterator[ServerHandle]:
     """An in-process server over SQLite in ``root`` and a fresh bucket on the test S3 server."""
     with make_s3_bucket() as s3, make_database_url("sqlite", root) as db_url:
-        with running_server(
-            db_url,
-            s3["artifact_uri"],
-            s3_endpoint_url=s3["endpoint_url"],
-            s3_access_key=s3["access_key"],
-            s3_secret_key=s3["secret_key"],
-        ) as handle:
+        with running_server(db_url, s3["artifact_uri"], **s3_settings(s3)) as handle:
             yield handle
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from backends import make_database_url, make_s3_bucket
-from server_fixtures import ServerHandle, running_server
+from server_fixtures import ServerHandle, running_server, s3_settings
 
 from keel_server.common import db as dbmod
 
@@ -70,11 +70,7 @@ def artifact_server(store_kind: str, db_kind: str, folder: Path) -> Iterator[Art
         if store_kind == "s3":
             s3 = stack.enter_context(make_s3_bucket())
             artifact_uri = s3["artifact_uri"]
-            overrides = {
-                "s3_endpoint_url": s3["endpoint_url"],
-                "s3_access_key": s3["access_key"],
-                "s3_secret_key": s3["secret_key"],
-            }
+            overrides = s3_settings(s3)
         else:
             artifact_uri = f"file://{folder}/artifacts"
         with running_server(db_url, artifact_uri, services=("artifacts",), **overrides) as handle:

@@ -23,7 +23,7 @@ from art_helpers import (
     wait_until,
 )
 from backends import make_database_url, make_s3_bucket, s3_client
-from server_fixtures import running_server
+from server_fixtures import running_server, s3_settings
 
 import keel
 from keel.artifacts.v1 import artifacts_pb2 as pb
@@ -129,10 +129,8 @@ def test_s3_stopped_mid_test_is_unavailable(tmp_path: Path) -> None:
 
 def test_wrong_s3_secret_is_a_clear_error(tmp_path: Path) -> None:
     with make_s3_bucket() as s3, make_database_url("sqlite", tmp_path) as db_url:
-        with running_server(
-            db_url, s3["artifact_uri"], services=("artifacts",),
-            s3_endpoint_url=s3["endpoint_url"], s3_access_key=s3["access_key"], s3_secret_key="not-the-secret",
-        ) as handle:  # fmt: skip
+        wrong = {**s3_settings(s3), "s3_secret_key": "not-the-secret"}
+        with running_server(db_url, s3["artifact_uri"], services=("artifacts",), **wrong) as handle:
             assert handle.running is not None
             run_id = make_run(handle.running.app.artifact_store.root_uri)
             with pytest.raises(FailedPrecondition) as err:

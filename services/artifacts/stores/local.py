@@ -98,22 +98,24 @@ class _LocalWriter(ArtifactWriter):
                 reserve_space(self._fd, size, self._temp)
             except OSError as exc:
                 self._discard()
-                raise self._no_room(exc) from None
+                self._raise_if_full(exc)
+                raise
 
-    def _no_room(self, exc: OSError) -> OSError | ResourceExhausted:
-        if exc.errno not in NO_ROOM:
-            return exc
-        return ResourceExhausted(
-            f"the {self._store.describe()} has no room for {self.uri} ({exc.strerror}); "
-            "nothing was stored: free space there and upload again",
-            reason="STORE_FULL",
-        )
+    def _raise_if_full(self, exc: OSError) -> None:
+        """A full disk (or quota) is the caller's to fix: RESOURCE_EXHAUSTED, not INTERNAL."""
+        if exc.errno in NO_ROOM:
+            raise ResourceExhausted(
+                f"the {self._store.describe()} has no room for {self.uri} ({exc.strerror}); "
+                "nothing was stored: free space there and upload again",
+                reason="STORE_FULL",
+            ) from exc
 
     def _write(self, data: bytes | memoryview) -> None:
         try:
             _write_all(self._fd, data)
         except OSError as exc:
-            raise self._no_room(exc) from None
+            self._raise_if_full(exc)
+            raise
         self._written += len(data)
         if self._written - self._flushed >= WRITEBACK_BYTES:
             _start_writeback(self._fd, self._flushed, self._written - self._flushed)
