@@ -40,6 +40,11 @@ class Settings:
     registry_poll_seconds: float = 2.0
     # Let several processes listen on one port (SO_REUSEPORT): `keel models serve --workers N`.
     reuse_port: bool = False
+    # Age (seconds without activity) after which an unfinished upload counts as dead: its local
+    # staging file (``<root>/.keel-staging``) or its S3 multipart upload is removed by the sweep
+    # at start and by the periodic sweep while running. 0 treats every upload that is not this
+    # process's own as dead (tests only: it cuts the live uploads of other replicas).
+    stale_upload_seconds: float = 3600.0
 
     @classmethod
     def load(
@@ -67,6 +72,8 @@ class Settings:
             )
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} is out of range 0..65535")
+        if self.stale_upload_seconds < 0:
+            raise ValueError(f"stale_upload_seconds must be >= 0, got {self.stale_upload_seconds}")
 
 
 def _coerce(name: str, raw: str, cls: type[Settings]) -> Any:

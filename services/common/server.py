@@ -3,15 +3,20 @@
 ``build_server`` puts any subset of the services on one gRPC server, with health checking (a
 status per service), reflection, the error/request-id interceptor and raised message limits.
 ``serve`` runs it until SIGTERM or SIGINT, then drains in-flight calls for
-``settings.grace_seconds``.
+``settings.grace_seconds`` and exits within ``SHUTDOWN_BOUND_SECONDS`` after that, whatever is
+still running. A server with the artifacts or registry service also sweeps what dead uploads left
+in the artifact store (``UploadSweeper``), at start and periodically.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import os
 import signal
+import sys
 import threading
+import time
 from concurrent import futures
 from dataclasses import dataclass
 
@@ -28,6 +33,14 @@ from keel_server.common.metrics import serve_metrics
 from keel_server.common.migrations import ensure_current
 
 log = logging.getLogger("keel.server")
+
+# After SIGTERM the process exits at most this many seconds after the grace period: calls the
+# cancel at the grace cannot stop (a worker thread inside a long database query) would otherwise
+# keep the interpreter alive at exit until they end.
+SHUTDOWN_BOUND_SECONDS = 2.0
+# Services that write to the artifact store (and so may leave staging files or multipart
+# uploads behind when the process dies).
+ARTIFACT_WRITERS = ("artifacts", "registry")
 
 # Each module exposes ``add_to_server(server, app) -> list[str]`` (the full service names).
 SERVICE_MODULES = {
@@ -55,6 +68,45 @@ class RunningServer:
                 hook()
             except Exception:  # noqa: BLE001 - shutdown must go on
                 log.exception("shutdown hook failed")
+
+
+def sweep_interval(stale_seconds: float) -> float:
+    """Seconds between periodic sweeps: a quarter of the stale age, between 1 s and 10 min."""
+    return min(max(stale_seconds / 4, 1.0), 600.0)
+
+
+class UploadSweeper:
+    """Removes what dead uploads left in the artifact store (``ArtifactStore.sweep`` with
+    ``settings.stale_upload_seconds``): once at start, then every ``sweep_interval``, on a
+    daemon thread so an unreachable store never delays start or exit. ``stop`` (a shutdown hook)
+    ends it."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.interval = sweep_interval(app.settings.stale_upload_seconds)
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="keel-upload-sweeper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=1.0)  # mid-sweep on a slow store: left to end as a daemon
+
+    def run_once(self) -> int:
+        """One sweep; the number of leftovers removed (0 when the store failed: logged)."""
+        try:
+            return self.app.artifact_store.sweep(self.app.settings.stale_upload_seconds)
+        except Exception as exc:  # noqa: BLE001 - the next pass tries again
+            log.warning("sweep of dead uploads failed: %s", exc)
+            return 0
+
+    def _loop(self) -> None:
+        while not self._stopped.is_set():
+            self.run_once()
+            self._stopped.wait(self.interval)
 
 
 def open_app(settings: Settings) -> App:
@@ -104,6 +156,10 @@ def build_server(settings: Settings, app: App | None = None) -> RunningServer:
     if port == 0:
         raise OSError(f"cannot listen on {settings.host}:{settings.port} (address in use or not available)")
     server.start()
+    if set(ARTIFACT_WRITERS) & set(settings.services):
+        sweeper = UploadSweeper(app)
+        app.shutdown_hooks.append(sweeper.stop)
+        sweeper.start()
     if settings.metrics_port:
         serve_metrics(settings.host, settings.metrics_port)
     log.info("keel listening", extra={"port": port, "service": ",".join(settings.services)})
@@ -128,5 +184,38 @@ def serve(settings: Settings) -> None:
         f"keel server listening on {settings.host}:{running.port} ({','.join(settings.services)})", flush=True
     )
     stop_requested.wait()
+    # Whatever happens from here on, the process ends by the grace period plus the bound.
+    exit_by = time.monotonic() + settings.grace_seconds + SHUTDOWN_BOUND_SECONDS
+    threading.Thread(target=_exit_at, args=(exit_by,), name="keel-exit-watchdog", daemon=True).start()
     running.stop()
     log.info("keel stopped")
+    _flush_output()
+
+
+def _exit_at(deadline: float) -> None:
+    """Ends the process with status 0 at ``deadline`` if it is still alive then. Worker threads
+    still inside a call that was cancelled at the grace (a long database query cannot be
+    interrupted from here) would otherwise hold the interpreter's exit until they end; the
+    database keeps its own atomicity, as after a crash."""
+    threading.Event().wait(max(0.0, deadline - time.monotonic()))
+    busy = [t.name for t in threading.enumerate() if not t.daemon and t is not threading.main_thread()]
+    log.warning(
+        "shutdown overran the grace period by %.1f s: exiting with %d thread(s) still busy",
+        SHUTDOWN_BOUND_SECONDS, len(busy),
+    )  # fmt: skip
+    _flush_output()
+    os._exit(0)
+
+
+def _flush_output() -> None:
+    """Flushes the log handlers, stdout and stderr (``os._exit`` would drop what they buffer)."""
+    for handler in logging.getLogger().handlers:
+        try:
+            handler.flush()
+        except Exception:  # noqa: BLE001, S110 - flushing is best effort on the way out
+            pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001, S110
+            pass

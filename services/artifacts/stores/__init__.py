@@ -221,6 +221,14 @@ class ArtifactStore(ABC):
         be used now. Cheap; the first call may create the bucket."""
         return None
 
+    def sweep(self, stale_seconds: float) -> int:
+        """Removes what dead uploads left behind (local staging files, S3 incomplete multipart
+        uploads) and returns how many it removed. An upload counts as dead when it is idle for
+        ``stale_seconds`` or (where the store can tell) its process is gone; an upload of this
+        process still in progress is never touched. Run at start and periodically by the server
+        (``settings.stale_upload_seconds``). Raises domain errors (Unavailable) like any call."""
+        return 0
+
     # ---- checksum index: the artifact_object table ----------------------------------------
     # Keyed by sha256 of the URI. A row counts only while its size matches the object's, so a
     # file replaced outside keel reads as "sha256 unknown", never as a wrong sha256.

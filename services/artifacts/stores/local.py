@@ -3,6 +3,13 @@
 Uploads are written to a temp file in a hidden staging folder at the root (same filesystem,
 never listed), fsynced, then moved into place with ``os.replace``: readers see the old file or
 the new one, never a partial one, and a failed upload leaves nothing in the visible tree.
+
+Staging entries (``.part`` uploads, ``.copy``/``.old`` folders of ``copy_tree``) are named
+``<uuid>.<pid>-<start>.<host><suffix>``: the process that owns them. A process killed mid-upload
+leaves its entry behind (with the whole announced size reserved), so ``sweep`` (run at start and
+periodically) removes entries whose owner on this host is gone (no such pid, or the pid now
+belongs to a later process) and any entry idle (mtime/ctime) for the stale age, whoever owns it;
+never an entry of an upload this process still runs. Several servers may share the folder.
 """
 
 from __future__ import annotations
@@ -10,8 +17,13 @@ from __future__ import annotations
 import ctypes
 import errno
 import hashlib
+import logging
 import os
+import re
 import shutil
+import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from stat import S_ISDIR
@@ -27,6 +39,71 @@ STAGING_DIR = ".keel-staging"
 WRITEBACK_BYTES = 8 * 1024 * 1024
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _LINK_UNSUPPORTED = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
+# What keel leaves in the staging folder: uploads in progress, copy_tree's folders.
+STAGING_SUFFIXES = (".part", ".copy", ".old")
+
+log = logging.getLogger("keel.artifacts.local")
+
+
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks after boot, from ``/proc/<pid>/stat``): tells a
+    process from a later one that reuses its pid. None when there is no such process; '' when
+    it exists but the start is unknown (no ``/proc``)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        if os.path.isdir("/proc/self"):
+            return None
+    except OSError:
+        return ""
+    else:
+        # Field 2 (the command) may hold spaces and ')': the fields after the last ')' are 3...
+        fields = data[data.rfind(b")") + 2 :].split()
+        return fields[19].decode() if len(fields) > 19 else ""
+    try:  # no /proc (not Linux): signal 0 tells whether the pid exists
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except OSError:
+        pass
+    return ""
+
+
+_HOST = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:64] or "localhost"
+_owner_cache: dict[int, str] = {}
+
+
+def _owner_tag() -> str:
+    """``<pid>-<start>`` of this process (computed again after a fork)."""
+    pid = os.getpid()
+    if pid not in _owner_cache:
+        _owner_cache[pid] = f"{pid}-{_process_start(pid) or '0'}"
+    return _owner_cache[pid]
+
+
+def _staging_owner(name: str) -> tuple[str, int, str] | None:
+    """(host, pid, start) of a staging entry named by ``_staging_name``; None for other names
+    (entries of older keel versions: only their age tells whether they are dead)."""
+    stem = next((name[: -len(s)] for s in STAGING_SUFFIXES if name.endswith(s)), "")
+    parts = stem.split(".", 2)
+    if len(parts) != 3:
+        return None
+    pid_text, _, start = parts[1].partition("-")
+    if not pid_text.isdigit():
+        return None
+    return parts[2], int(pid_text), start
+
+
+def _owner_gone(host: str, pid: int, start: str) -> bool:
+    """True when the owner of a staging entry surely is dead: on this host, and its pid is free
+    or now belongs to a process started at another time. Another host's owner: never sure."""
+    if host != _HOST:
+        return False
+    current = _process_start(pid)
+    if current is None:
+        return True
+    return bool(current) and start not in ("", "0") and current != start
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:
@@ -88,9 +165,13 @@ class _LocalWriter(ArtifactWriter):
         self._store = store
         self._target = store.path_of(uri)
         os.makedirs(store.staging, exist_ok=True)
-        self._temp = os.path.join(store.staging, f"{uuid.uuid4().hex}.part")
-        # O_EXCL: a fresh file, never an existing one written in place.
-        self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
+        self._temp = store._claim_staging(".part")
+        try:
+            # O_EXCL: a fresh file, never an existing one written in place.
+            self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
+        except BaseException:
+            store._release_staging(self._temp)
+            raise
         self._written = 0
         self._flushed = 0  # bytes handed to the kernel's writeback so far
         if size:
@@ -132,6 +213,7 @@ class _LocalWriter(ArtifactWriter):
                 reason="IS_A_DIRECTORY",
             )
         self._store._publish_file(self._temp, self._target, self.uri, self.size, sha256)
+        self._store._release_staging(self._temp)
 
     def _discard(self) -> None:
         try:
@@ -143,11 +225,16 @@ class _LocalWriter(ArtifactWriter):
                 os.unlink(self._temp)
             except FileNotFoundError:
                 pass
+            self._store._release_staging(self._temp)
 
 
 class LocalArtifactStore(ArtifactStore):
     scheme = "file"
     read_ahead = False
+    # Staging entries of this process's uploads and copies in progress, whichever store object
+    # (several may share a folder in one process) made them: never swept.
+    _live: set[str] = set()
+    _live_lock = threading.Lock()
 
     def __init__(self, uri: str) -> None:
         self.base = _file_uri_to_path(uri)
@@ -157,6 +244,58 @@ class LocalArtifactStore(ArtifactStore):
             os.makedirs(self.base, exist_ok=True)
         except OSError as exc:
             raise ValueError(f"cannot create the artifact folder {self.base}: {exc.strerror}") from exc
+
+    # ---- staging: names that say who owns them, and the sweep of dead ones ----------------
+    def _claim_staging(self, suffix: str) -> str:
+        """A fresh staging path owned by this process, marked live before anything is created
+        there (so a concurrent sweep never takes it); ``_release_staging`` once it is gone."""
+        path = os.path.join(self.staging, f"{uuid.uuid4().hex}.{_owner_tag()}.{_HOST}{suffix}")
+        with self._live_lock:
+            self._live.add(path)
+        return path
+
+    def _release_staging(self, path: str) -> None:
+        with self._live_lock:
+            self._live.discard(path)
+
+    def sweep(self, stale_seconds: float) -> int:
+        """Removes staging entries of dead uploads and copies: those whose owner on this host is
+        gone, and any idle (mtime and ctime) for ``stale_seconds``, except this process's own
+        uploads in progress. Returns the number of entries removed."""
+        try:
+            with os.scandir(self.staging) as it:
+                names = [e.name for e in it if e.name.endswith(STAGING_SUFFIXES)]
+        except (FileNotFoundError, NotADirectoryError):
+            return 0
+        own = _owner_tag()
+        now = time.time()
+        removed = freed = 0
+        for name in names:
+            path = os.path.join(self.staging, name)
+            with self._live_lock:
+                if path in self._live:
+                    continue
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue  # finished meanwhile
+            owner = _staging_owner(name)
+            if owner is not None and owner[0] == _HOST and f"{owner[1]}-{owner[2]}" == own:
+                dead = True  # this process's, and not in progress: left over
+            elif owner is not None and _owner_gone(*owner):
+                dead = True
+            else:
+                dead = now - max(st.st_mtime, st.st_ctime) >= stale_seconds
+            if dead:
+                freed += st.st_blocks * 512 if not S_ISDIR(st.st_mode) else 0
+                _remove(path)
+                removed += 1
+        if removed:
+            log.info(
+                "removed %d staging entr%s of dead uploads from %s (%d bytes of files)",
+                removed, "y" if removed == 1 else "ies", self.staging, freed,
+            )  # fmt: skip
+        return removed
 
     def normalize_uri(self, uri: str) -> str:
         """``file://./rel`` and ``file://localhost/abs`` → ``file:///abs/path``."""
@@ -354,7 +493,7 @@ class LocalArtifactStore(ArtifactStore):
             self.delete(dst_uri)
             return 0, 0
         os.makedirs(self.staging, exist_ok=True)
-        staged = os.path.join(self.staging, f"{uuid.uuid4().hex}.copy")
+        staged = self._claim_staging(".copy")
         copied: list[str] = []  # files that had to be copied, not linked: fsynced before the rename
         records: list[tuple[str, int, str]] = []
         try:
@@ -384,37 +523,44 @@ class LocalArtifactStore(ArtifactStore):
         except BaseException:
             _remove(staged)
             raise
+        finally:
+            self._release_staging(staged)
         self._remember_many(records)
         return len(records), sum(size for _, size, _ in records)
 
     def _swap_into_place(self, staged: str, dst: str, dst_uri: str) -> None:
         """Replaces whatever is at ``dst`` by ``staged`` (a file or a folder) with renames."""
         parent = os.path.dirname(dst)
-        with self._lock_for(dst_uri):
-            old = ""
-            for attempt in range(3):  # a concurrent delete may prune the parent: retry
-                try:
-                    os.makedirs(parent, exist_ok=True)
-                    if os.path.isdir(dst) or (os.path.lexists(dst) and os.path.isdir(staged)):
-                        # rename() cannot replace a folder, nor a file by a folder: move it aside.
-                        old = os.path.join(self.staging, f"{uuid.uuid4().hex}.old")
-                        os.rename(dst, old)
-                    os.replace(staged, dst)
-                    break
-                except FileNotFoundError:
-                    if attempt == 2:
-                        raise
-                except (FileExistsError, NotADirectoryError) as exc:
-                    raise FailedPrecondition(
-                        f"cannot copy to {dst_uri}: a file is in the way of its parent folders",
-                        reason="PARENT_IS_A_FILE",
-                    ) from exc
-            _fsync_dir(parent)
-        if old:
-            files = [os.path.join(d, n) for d, _, names in os.walk(old) for n in names] if os.path.isdir(old) else [old]
-            _remove(old)
-            prefix = len(old)
-            self._forget(self._uri_of(dst + p[prefix:]) for p in files)
+        old = ""
+        try:
+            with self._lock_for(dst_uri):
+                for attempt in range(3):  # a concurrent delete may prune the parent: retry
+                    try:
+                        os.makedirs(parent, exist_ok=True)
+                        if os.path.isdir(dst) or (os.path.lexists(dst) and os.path.isdir(staged)):
+                            # rename() cannot replace a folder, nor a file by a folder: move it aside.
+                            self._release_staging(old)  # a failed attempt's, if any (swept later)
+                            old = self._claim_staging(".old")
+                            os.rename(dst, old)
+                        os.replace(staged, dst)
+                        break
+                    except FileNotFoundError:
+                        if attempt == 2:
+                            raise
+                    except (FileExistsError, NotADirectoryError) as exc:
+                        raise FailedPrecondition(
+                            f"cannot copy to {dst_uri}: a file is in the way of its parent folders",
+                            reason="PARENT_IS_A_FILE",
+                        ) from exc
+                _fsync_dir(parent)
+            if old:
+                files = [os.path.join(d, n) for d, _, names in os.walk(old) for n in names] if os.path.isdir(old) else [old]
+                _remove(old)
+                prefix = len(old)
+                self._forget(self._uri_of(dst + p[prefix:]) for p in files)
+        finally:
+            if old:
+                self._release_staging(old)
 
     def presign(self, uri: str, method: str, expires_seconds: int) -> str:
         raise FailedPrecondition(

@@ -5,6 +5,12 @@ matches" holds: parts (>= 8 MiB, several uploading while the next fills) are sen
 arrives, and CompleteMultipartUpload is called only after size and sha256 matched; any failure
 aborts the multipart upload. Files smaller than one part are sent as a single PUT at the end.
 
+A multipart upload cut by an S3 outage cannot be aborted while S3 is down: the abort is retried
+on a background thread for ~15 s, and whatever is still left (or left by a process that died) is
+aborted by ``sweep``, which the server runs at start and periodically: incomplete multipart
+uploads under the store's prefix idle (initiated and last part) for the stale age, except those
+this process is still sending.
+
 Every call has short timeouts and bounded retries, so a store that is down gives UNAVAILABLE
 ("artifact store s3://b/p at http://host:port is unavailable: ...") within seconds, never a hang.
 """
@@ -12,13 +18,15 @@ Every call has short timeouts and bounded retries, so a store that is down gives
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import logging
 import math
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 from xml.etree import ElementTree
@@ -58,6 +66,14 @@ MAX_SINGLE_COPY = 5 * 1024**3
 SHA_META = "x-amz-meta-sha256"
 _NOT_FOUND_CODES = {"NoSuchKey", "NoSuchObject", "NoSuchUpload"}
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken"}
+
+# Seconds between the background retries of an abort that failed (S3 down): ~15 s in all, then
+# the stale upload sweep takes over.
+ABORT_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
+# The sweep lists at most this many pages of 1000 incomplete uploads per run (the next run
+# goes on), and at most this many pages of 1000 parts per upload.
+SWEEP_MAX_PAGES = 100
+SWEEP_MAX_PART_PAGES = 10
 
 # Part uploads run here so the next part fills while the previous one is sent.
 _part_pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="keel-s3-part")
@@ -100,6 +116,7 @@ class _S3Writer(ArtifactWriter):
                 headers[SHA_META] = self._expected_sha
             with store.calls(self.uri):
                 self._upload_id = store.client._create_multipart_upload(store.bucket, self._key, headers)
+            store._mark_live(self._upload_id, True)
         if len(self._in_flight) >= PARTS_IN_FLIGHT:
             self._wait_oldest()  # memory stays at PARTS_IN_FLIGHT parts plus the one filling
         number = len(self._etags) + len(self._in_flight) + 1
@@ -136,6 +153,7 @@ class _S3Writer(ArtifactWriter):
         parts = [Part(number, etag) for number, etag in enumerate(self._etags, start=1)]
         with store.calls(self.uri), store._lock_for(self.uri):
             store.client._complete_multipart_upload(store.bucket, self._key, self._upload_id, parts)
+            store._mark_live(self._upload_id, False)
             self._upload_id = ""  # completed: nothing to abort any more
             store._remember(self.uri, self.size, sha256)
 
@@ -147,15 +165,17 @@ class _S3Writer(ArtifactWriter):
             with contextlib.suppress(Exception):
                 pending.result()
         if self._upload_id:
-            try:
-                self._store.client._abort_multipart_upload(self._store.bucket, self._key, self._upload_id)
-            except Exception as exc:  # noqa: BLE001 - parts of an unfinished upload are invisible anyway
-                log.warning("could not abort multipart upload %s of %s: %s", self._upload_id, self.uri, exc)
-            self._upload_id = ""
+            upload_id, self._upload_id = self._upload_id, ""
+            self._store._mark_live(upload_id, False)
+            self._store._abort_upload(self._key, upload_id)
 
 
 class S3ArtifactStore(ArtifactStore):
     scheme = "s3"
+    # Multipart upload ids this process is sending, whichever store object started them: the
+    # sweep never aborts them.
+    _live_uploads: set[str] = set()
+    _live_lock = threading.Lock()
 
     def __init__(self, root_uri: str, endpoint_url: str, access_key: str, secret_key: str) -> None:
         rest = root_uri[len("s3://") :]
@@ -251,6 +271,123 @@ class S3ArtifactStore(ArtifactStore):
                         if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                             raise
             self._bucket_ready = True
+
+    # ---- multipart uploads left behind: abort with retries, and the sweep -------------------
+    def _mark_live(self, upload_id: str, live: bool) -> None:
+        with self._live_lock:
+            if live:
+                self._live_uploads.add(upload_id)
+            else:
+                self._live_uploads.discard(upload_id)
+
+    def _try_abort(self, key: str, upload_id: str, quiet: bool = False) -> bool:
+        """Aborts one multipart upload; True when it is gone (aborted now or before)."""
+        try:
+            self.client._abort_multipart_upload(self.bucket, key, upload_id)
+            return True
+        except S3Error as exc:
+            if exc.code == "NoSuchUpload":
+                return True
+            error: Exception = exc
+        except Exception as exc:  # noqa: BLE001 - S3 down: retried, then swept
+            error = exc
+        (log.debug if quiet else log.warning)(
+            "could not abort multipart upload %s of s3://%s/%s: %s", upload_id, self.bucket, key, _short(error)
+        )
+        return False
+
+    def _abort_upload(self, key: str, upload_id: str) -> None:
+        """Aborts a multipart upload now or, when S3 cannot be reached, retries on a background
+        thread for ~15 s; after that the stale upload sweep aborts it."""
+        if not self._try_abort(key, upload_id):
+            threading.Thread(
+                target=self._retry_abort, args=(key, upload_id), name="keel-s3-abort", daemon=True
+            ).start()
+
+    def _retry_abort(self, key: str, upload_id: str) -> None:
+        for delay in ABORT_RETRY_DELAYS:
+            time.sleep(delay)  # backoff between attempts (a daemon thread: never delays exit)
+            if self._try_abort(key, upload_id, quiet=True):
+                log.info("aborted multipart upload %s of s3://%s/%s on retry", upload_id, self.bucket, key)
+                return
+        log.warning(
+            "multipart upload %s of s3://%s/%s is left in the bucket (S3 unreachable); the stale "
+            "upload sweep will abort it",
+            upload_id, self.bucket, key,
+        )  # fmt: skip
+
+    def incomplete_uploads(self) -> tuple[list[tuple[str, str, datetime | None]], datetime]:
+        """(key, upload id, initiated) of the incomplete multipart uploads under the store's
+        prefix (at most ``SWEEP_MAX_PAGES`` pages), and the S3 server's clock (its Date header,
+        so ages do not depend on the skew between the two clocks)."""
+        self.check_ready()
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        query: dict[str, str] = {"uploads": "", "prefix": prefix, "max-uploads": "1000"}
+        found: list[tuple[str, str, datetime | None]] = []
+        now = datetime.now(UTC)
+        for _ in range(SWEEP_MAX_PAGES):
+            with self.calls(self.root_uri):
+                response = self.client._execute("GET", self.bucket, query_params=dict(query))  # type: ignore[arg-type]
+                root = ElementTree.fromstring(response.data)
+            now = _http_date(response.headers.get("Date")) or datetime.now(UTC)
+            ns = {"s3": root.tag[1:].split("}")[0]} if root.tag.startswith("{") else {}
+            q = "s3:" if ns else ""
+            for el in root.findall(f"{q}Upload", ns):
+                key = el.findtext(f"{q}Key", "", ns) or ""
+                upload_id = el.findtext(f"{q}UploadId", "", ns) or ""
+                if key.startswith(prefix) and upload_id:
+                    found.append((key, upload_id, _iso_time(el.findtext(f"{q}Initiated", "", ns) or "")))
+            markers = {
+                "key-marker": root.findtext(f"{q}NextKeyMarker", "", ns) or "",
+                "upload-id-marker": root.findtext(f"{q}NextUploadIdMarker", "", ns) or "",
+            }
+            markers = {k: v for k, v in markers.items() if v}
+            truncated = (root.findtext(f"{q}IsTruncated", "false", ns) or "").lower() == "true"
+            if not truncated or not markers or all(query.get(k) == v for k, v in markers.items()):
+                break
+            query.update(markers)
+        return found, now
+
+    def _last_part_time(self, key: str, upload_id: str) -> datetime | None:
+        """When the latest part of an upload arrived (None: no parts, or the upload is gone)."""
+        latest: datetime | None = None
+        marker: str | None = None
+        for _ in range(SWEEP_MAX_PART_PAGES):
+            with self.calls(self.root_uri):
+                result = self.client._list_parts(self.bucket, key, upload_id, part_number_marker=marker)
+            for part in result.parts:
+                if part.last_modified is not None and (latest is None or part.last_modified > latest):
+                    latest = part.last_modified
+            if not result.is_truncated or not result.next_part_number_marker:
+                break
+            marker = str(result.next_part_number_marker)
+        return latest
+
+    def sweep(self, stale_seconds: float) -> int:
+        """Aborts the incomplete multipart uploads under the prefix that no upload of this
+        process is sending and whose latest activity (initiated, or last part received) is at
+        least ``stale_seconds`` old by the S3 server's clock. Returns how many it aborted."""
+        uploads, now = self.incomplete_uploads()
+        aborted = 0
+        for key, upload_id, initiated in uploads:
+            with self._live_lock:
+                if upload_id in self._live_uploads:
+                    continue
+            if stale_seconds > 0:
+                if initiated is not None and (now - initiated).total_seconds() < stale_seconds:
+                    continue
+                try:
+                    last_part = self._last_part_time(key, upload_id)
+                except NotFound:
+                    continue  # completed or aborted meanwhile
+                latest = max((t for t in (initiated, last_part) if t is not None), default=None)
+                if latest is None or (now - latest).total_seconds() < stale_seconds:
+                    continue  # active recently, or its age cannot be told
+            if self._try_abort(key, upload_id):
+                aborted += 1
+        if aborted:
+            log.info("aborted %d stale multipart upload(s) under %s", aborted, self.root_uri)
+        return aborted
 
     # ---- reads -----------------------------------------------------------------------------
     def _stat_file(self, uri: str) -> tuple[ObjectInfo, str] | None:
@@ -428,6 +565,26 @@ class S3ArtifactStore(ArtifactStore):
             if method == "GET":
                 return str(self.client.presigned_get_object(self.bucket, key, expires=expires))
             return str(self.client.presigned_put_object(self.bucket, key, expires=expires))
+
+
+def _iso_time(text: str) -> datetime | None:
+    """An S3 timestamp (``2024-01-02T03:04:05.000Z``) as an aware datetime; None if unreadable."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _http_date(text: str | None) -> datetime | None:
+    """An HTTP Date header as an aware datetime; None if absent or unreadable."""
+    if not text:
+        return None
+    try:
+        value = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _short(exc: Any) -> str:
