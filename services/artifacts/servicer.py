@@ -48,8 +48,17 @@ class ArtifactServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
         session = self.repo.begin_upload(
             self._locate(header.ref), header.size if header.HasField("size") else None, header.sha256
         )
+        trailer_seen = False
         try:
             for message in request_iterator:
+                # The order is header, chunks, at most one trailer: anything after the trailer
+                # (a chunk, a second trailer) or a second header fails the upload, nothing stored.
+                if trailer_seen:
+                    raise InvalidArgument(
+                        "the trailer must be the last message of an upload: a message followed it "
+                        "(send the header, then the chunks, then at most one trailer)",
+                        reason="UNEXPECTED_MESSAGE",
+                    )
                 if isinstance(message, memoryview):
                     session.write(message)
                     continue
@@ -58,6 +67,13 @@ class ArtifactServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
                     session.write(message.chunk)
                 elif kind == "trailer":
                     session.expect_sha256(message.trailer.sha256)
+                    trailer_seen = True
+                elif kind == "header":
+                    raise InvalidArgument(
+                        "an upload has one header: a second header arrived (send the header, then the "
+                        "chunks, then at most one trailer)",
+                        reason="UNEXPECTED_MESSAGE",
+                    )
                 else:
                     raise InvalidArgument(
                         "an upload has one header, then chunks, then at most one trailer", reason="UNEXPECTED_MESSAGE"

@@ -22,10 +22,19 @@ from keel.exceptions import InvalidArgument, KeelError, from_rpc_error
 DEFAULT_TRACKING_URI = "grpc://127.0.0.1:50051"
 DEFAULT_TIMEOUT_S = 60.0
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
-# Retries of UNAVAILABLE for idempotent calls: attempts and backoff bounds (seconds).
-RETRY_ATTEMPTS = 5
+# Retries of UNAVAILABLE for idempotent calls: they go on for up to RETRY_BUDGET_S seconds after
+# the first failure (long enough to cover a server restart), waiting RETRY_BASE_S doubling up to
+# RETRY_MAX_S, jittered by ±50%, between attempts. A call to a server that stays down therefore
+# fails UNAVAILABLE about RETRY_BUDGET_S seconds after its first attempt failed.
+RETRY_BUDGET_S = 8.0
 RETRY_BASE_S = 0.1
-RETRY_MAX_S = 2.0
+RETRY_MAX_S = 1.0
+# How soon a channel that lost its server tries to connect again. gRPC's defaults (1 s, growing
+# 1.6x per failed attempt up to 120 s) leave a channel that saw its server go away unable to reach
+# the restarted server for seconds, longer than the retries above wait; keel's channels try again
+# after 0.1 s, growing to at most 1 s (both ±20% jitter).
+RECONNECT_INITIAL_MS = 100
+RECONNECT_MAX_MS = 1000
 
 T = TypeVar("T")
 
@@ -80,6 +89,10 @@ class Transport:
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.keepalive_time_ms", 30000),
             ("grpc.enable_retries", 0),  # we retry ourselves, idempotent calls only
+            # (grpc.min_reconnect_backoff_ms stays at its default: gRPC takes it as the least time
+            # a connection attempt is given, which must suit slow links and TLS handshakes.)
+            ("grpc.initial_reconnect_backoff_ms", RECONNECT_INITIAL_MS),
+            ("grpc.max_reconnect_backoff_ms", RECONNECT_MAX_MS),
         ]
         self.channel = (
             grpc.secure_channel(target, grpc.ssl_channel_credentials(), options=options)
@@ -103,20 +116,50 @@ class Transport:
         timeout: float | None = DEFAULT_TIMEOUT_S,
         metadata: tuple[tuple[str, str], ...] | None = None,
     ) -> T:
-        """One unary call; UNAVAILABLE is retried with jittered backoff when ``idempotent``."""
-        attempt = 0
+        """One unary call; UNAVAILABLE is retried with jittered backoff when ``idempotent``, for up
+        to ``RETRY_BUDGET_S`` seconds after the first failure and never past ``timeout`` (the
+        deadline of the whole call, retries included). Other calls are never retried."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        retries = RetryBudget()
         while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                return method(request, timeout=timeout, metadata=metadata)
+                return method(request, timeout=remaining, metadata=metadata)
             except grpc.RpcError as exc:
-                attempt += 1
-                if idempotent and exc.code() == grpc.StatusCode.UNAVAILABLE and attempt < RETRY_ATTEMPTS:  # type: ignore[attr-defined]
-                    time.sleep(min(RETRY_MAX_S, RETRY_BASE_S * 2 ** (attempt - 1)) * (0.5 + random.random()))
+                if idempotent and exc.code() == grpc.StatusCode.UNAVAILABLE and retries.wait(deadline):  # type: ignore[attr-defined]
                     continue
                 raise from_rpc_error(exc) from None
 
     def close(self) -> None:
         self.channel.close()
+
+
+class RetryBudget:
+    """The pauses between the attempts of one retried operation: jittered backoff from
+    ``RETRY_BASE_S`` doubling to ``RETRY_MAX_S``, for up to ``RETRY_BUDGET_S`` seconds after the
+    first failure. For any code that retries a safe operation on UNAVAILABLE (streams too)."""
+
+    def __init__(self, budget_s: float | None = None) -> None:
+        self.budget_s = RETRY_BUDGET_S if budget_s is None else budget_s
+        self.attempts = 0
+        self._until: float | None = None
+
+    def wait(self, deadline: float | None = None) -> bool:
+        """After a failed attempt: sleeps before the next one and returns True, or returns False
+        at once when the budget has run out (or the next attempt could not start before
+        ``deadline``, a ``time.monotonic()`` value)."""
+        now = time.monotonic()
+        if self._until is None:
+            self._until = now + self.budget_s
+        if now >= self._until:
+            return False
+        self.attempts += 1
+        delay = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** min(self.attempts - 1, 16)) * (0.5 + random.random())
+        delay = min(delay, self._until - now)  # the last attempt starts when the budget ends
+        if deadline is not None and now + delay >= deadline:
+            return False  # no time left for another attempt
+        time.sleep(delay)
+        return True
 
 
 def map_errors(iterator: Iterator[T]) -> Iterator[T]:
@@ -130,6 +173,7 @@ def map_errors(iterator: Iterator[T]) -> Iterator[T]:
 __all__ = [
     "DEFAULT_TRACKING_URI",
     "KeelError",
+    "RetryBudget",
     "Transport",
     "get_tracking_uri",
     "map_errors",
