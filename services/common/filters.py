@@ -27,6 +27,25 @@ Two steps, so that every resource shares one parser:
    ``"attribute"``. Stores compile only validated nodes.
 
 :func:`parse_order_by` does the same for ``order_by`` items (``metrics.rmse DESC``).
+
+Limits (the same for every search; over one: INVALID_ARGUMENT, reason ``FILTER_TOO_COMPLEX``, field
+``filter`` or ``order_by``, a message naming the limit and what was found, metadata ``limit``,
+``max`` and ``found``). They are checked before any SQL is built, and every filter within them
+compiles to SQL that SQLite, PostgreSQL and MariaDB accept (see ``querying.compile_filter``):
+
+- :data:`MAX_FILTER_LENGTH` characters of filter text;
+- :data:`MAX_DEPTH` levels of parentheses and ``NOT`` (SQLite's parser keeps a fixed stack of 100
+  entries: nesting is what it runs out of, so this limit stays well below what it tolerates);
+- :data:`MAX_COMPARISONS` comparisons (chains of ``AND``/``OR`` are parsed in loops and compiled
+  n-ary, so their length costs no recursion);
+- :data:`MAX_IN_VALUES` values in one ``IN`` list and :data:`MAX_VALUES` values in the whole filter
+  (each is a bound SQL parameter; SQLite allows 32,766 per statement);
+- :data:`MAX_ORDER_KEYS` ``order_by`` items.
+
+Numbers: an integer literal must fit in 64 bits (:data:`INT64_MIN`..:data:`INT64_MAX`) and a
+decimal one must be a finite double; anything else is INVALID_FILTER at the number's position
+(never a value the database driver cannot bind). Metrics are compared as doubles; integer
+columns (times, version numbers) compare exactly with integers and decimals alike.
 """
 
 from __future__ import annotations
@@ -46,6 +65,14 @@ __all__ = [
     "EXPERIMENTS_SCHEMA",
     "FieldSpec",
     "FilterSchema",
+    "INT64_MAX",
+    "INT64_MIN",
+    "MAX_COMPARISONS",
+    "MAX_DEPTH",
+    "MAX_FILTER_LENGTH",
+    "MAX_IN_VALUES",
+    "MAX_ORDER_KEYS",
+    "MAX_VALUES",
     "MODEL_VERSIONS_SCHEMA",
     "NUMBER",
     "Node",
@@ -62,12 +89,19 @@ __all__ = [
     "parse_and_validate",
     "parse_filter",
     "parse_order_by",
+    "too_complex",
     "validate",
     "walk",
 ]
 
 MAX_FILTER_LENGTH = 64 * 1024
-MAX_DEPTH = 64
+MAX_DEPTH = 32
+MAX_COMPARISONS = 1_000
+MAX_IN_VALUES = 1_000
+MAX_VALUES = 10_000
+MAX_ORDER_KEYS = 5
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
 
 Scalar: TypeAlias = str | int | float | bool
 Value: TypeAlias = Scalar | tuple[Scalar, ...] | None
@@ -238,6 +272,23 @@ def _fail(pos: int, message: str) -> InvalidArgument:
     )
 
 
+def too_complex(
+    message: str, limit: str, maximum: int, found: int, field: str = "filter", **extra: object
+) -> InvalidArgument:
+    """INVALID_ARGUMENT ``FILTER_TOO_COMPLEX`` for a search over one of the limits above.
+
+    ``message`` names the limit and the value found and says what to do ("the filter has 2,001
+    comparisons; at most 1,000 are allowed: split the search"); ``limit`` names it in the
+    metadata (``comparisons``, ``depth``, ``in_values``, ``values``, ``length``, ``order_by_keys``).
+    """
+    return InvalidArgument(
+        message,
+        reason="FILTER_TOO_COMPLEX",
+        field=field,
+        metadata={"limit": limit, "max": maximum, "found": found, **extra},
+    )
+
+
 def _found(tok: Token) -> str:
     kind, s, _ = tok
     if kind == "end":
@@ -267,13 +318,18 @@ def _unexpected(tok: Token, expected: str) -> InvalidArgument:
 
 
 class _Parser:
-    __slots__ = ("text", "toks", "i", "depth")
+    """Recursive descent that recurses only into parentheses and ``NOT`` (bounded by
+    :data:`MAX_DEPTH`, checked before each step deeper); chains of AND/OR and IN lists are loops."""
+
+    __slots__ = ("text", "toks", "i", "depth", "comparisons", "values")
 
     def __init__(self, text: str) -> None:
         self.text = text
         self.toks = _tokenize(text)
         self.i = 0
         self.depth = 0
+        self.comparisons = 0
+        self.values = 0
 
     def _is_kw(self, word: str) -> bool:
         tok = self.toks[self.i]
@@ -312,10 +368,8 @@ class _Parser:
 
     def _enter(self, pos: int) -> None:
         self.depth += 1
-        if self.depth > MAX_DEPTH:
-            raise _fail(
-                pos, f"filter is nested too deeply (more than {MAX_DEPTH} levels of NOT or parentheses)"
-            )
+        if self.depth > MAX_DEPTH:  # parse_filter checked the depth first: this is a backstop
+            raise _too_deep(max(self.depth, _nesting(self.toks)[0]), pos)
 
     def unary(self) -> Node:
         kind, s, pos = self.toks[self.i]
@@ -435,6 +489,9 @@ class _Parser:
             raise _unexpected(
                 optok, f"an operator after '{ident}' (one of =, !=, <, <=, >, >=, LIKE, ILIKE, IN, IS)"
             )
+        self.comparisons += 1
+        if value is not None:
+            self.values += len(value) if isinstance(value, tuple) else 1
         return Comparison(entity, key, op, value, pos, raw, opos, vpos)
 
     def _value(self, after: str) -> tuple[Scalar, str, int]:
@@ -467,29 +524,142 @@ class _Parser:
                 break
             if tok[0] != "comma":
                 raise _unexpected(tok, "',' or ')' in the IN list")
+        if len(values) > MAX_IN_VALUES:
+            raise too_complex(
+                f"the IN list at position {lp[2]} of the filter has {len(values):,} values; at most "
+                f"{MAX_IN_VALUES:,} are allowed in one list: split it into several IN lists joined with OR, "
+                "or split the search",
+                "in_values",
+                MAX_IN_VALUES,
+                len(values),
+                position=lp[2],
+            )
         return tuple(values), self.text[lp[2] : tok[2] + 1], lp[2]
+
+
+# More digits than this (leading zeros aside) cannot fit in 64 bits; such literals are refused
+# before int() sees them (CPython refuses to convert more than 4,300 digits at all).
+_INT64_DIGITS = len(str(INT64_MAX))
 
 
 def _number(s: str, pos: int) -> int | float:
     if "." not in s and "e" not in s and "E" not in s:
-        return int(s)
+        digits = s.lstrip("-").lstrip("0")
+        if len(digits) <= _INT64_DIGITS:
+            value = int(s)
+            if INT64_MIN <= value <= INT64_MAX:
+                return value
+        shown = s if len(s) <= 40 else f"{s[:20]}...{s[-8:]} ({len(digits):,} digits)"
+        raise _fail(
+            pos,
+            f"integer {shown} is out of range: integers in a filter must lie between {INT64_MIN} and "
+            f"{INT64_MAX} (64-bit); times and version numbers never exceed that, and a metric can be "
+            "compared with a decimal such as 1e30",
+        )
     v = float(s)
     if not math.isfinite(v):
-        raise _fail(pos, f"number {s} is out of range")
+        shown = s if len(s) <= 40 else f"{s[:20]}...{s[-8:]}"
+        raise _fail(
+            pos,
+            f"number {shown} is out of range: decimal numbers must be finite 64-bit floats "
+            "(magnitude at most 1.7976931348623157e308)",
+        )
     return v
+
+
+def _too_deep(found: int, pos: int) -> InvalidArgument:
+    return too_complex(
+        f"the filter nests parentheses and NOT {found:,} levels deep (level {MAX_DEPTH + 1} opens at "
+        f"position {pos}); at most {MAX_DEPTH} levels are allowed: flatten the expression (a chain of "
+        "AND or OR needs no parentheses) or split the search",
+        "depth",
+        MAX_DEPTH,
+        found,
+        position=pos,
+    )
+
+
+def _nesting(toks: Sequence[Token]) -> tuple[int, int]:
+    """The deepest nesting of parentheses and NOT in a token list, as the parser counts it, and the
+    position where nesting first exceeds :data:`MAX_DEPTH` (-1 if it never does). One loop, so
+    that a filter too deep to parse is refused before the parser recurses at all."""
+    depth = deepest = 0
+    over = -1
+    groups: list[int] = []  # the depth to return to at each open group's ')'
+    nots = 0  # NOTs waiting for their operand (a comparison or a group)
+    operand = True  # the next token starts an operand
+    in_list = False
+    for kind, s, pos in toks:
+        if in_list:
+            in_list = kind != "rp"
+            continue
+        if operand and kind == "kw" and s == "NOT":
+            nots += 1
+            depth += 1
+        elif operand and kind == "lp":
+            groups.append(depth - nots)
+            nots = 0
+            depth += 1
+        else:
+            if kind == "rp":
+                if groups:
+                    depth = groups.pop()
+                operand = False
+            elif kind == "kw" and s in ("AND", "OR"):
+                operand = True
+            elif kind == "lp":  # the list of an IN
+                in_list = True
+            elif operand:  # a comparison starts: the NOTs before it end with it
+                depth -= nots
+                nots = 0
+                operand = False
+            continue
+        if depth > deepest:
+            deepest = depth
+            if depth > MAX_DEPTH and over < 0:
+                over = pos
+    return deepest, over
 
 
 def parse_filter(text: str | None) -> Node | None:
     """Parse filter text into an AST; ``None`` for an empty or blank filter.
 
     Raises :class:`InvalidArgument` (reason ``INVALID_FILTER``, field ``filter``, metadata
-    ``position``) with a message "invalid filter at position N: expected X, found Y".
+    ``position``) with a message "invalid filter at position N: expected X, found Y", or reason
+    ``FILTER_TOO_COMPLEX`` for a filter over one of the limits (module docstring).
     """
     if text is None or not text.strip():
         return None
     if len(text) > MAX_FILTER_LENGTH:
-        raise _fail(MAX_FILTER_LENGTH, f"filter is longer than {MAX_FILTER_LENGTH} characters")
-    return _Parser(text).parse()
+        raise too_complex(
+            f"the filter is {len(text):,} characters long; at most {MAX_FILTER_LENGTH:,} are allowed: "
+            "shorten it (IN lists are shorter than chains of OR) or split the search",
+            "length",
+            MAX_FILTER_LENGTH,
+            len(text),
+        )
+    parser = _Parser(text)
+    deepest, over = _nesting(parser.toks)
+    if deepest > MAX_DEPTH:
+        raise _too_deep(deepest, over)
+    node = parser.parse()
+    if parser.comparisons > MAX_COMPARISONS:
+        raise too_complex(
+            f"the filter has {parser.comparisons:,} comparisons; at most {MAX_COMPARISONS:,} are allowed: "
+            "split the search (or turn chains of = joined with OR into IN lists)",
+            "comparisons",
+            MAX_COMPARISONS,
+            parser.comparisons,
+        )
+    if parser.values > MAX_VALUES:
+        raise too_complex(
+            f"the filter holds {parser.values:,} values (IN-list values count one each); at most "
+            f"{MAX_VALUES:,} are allowed: split the search",
+            "values",
+            MAX_VALUES,
+            parser.values,
+        )
+    return node
 
 
 # --------------------------------------------------------------------------------------------
@@ -761,8 +931,18 @@ def parse_order_by(items: Sequence[str], schema: FilterSchema) -> list[OrderKey]
     """Parse ``order_by`` items such as ``metrics.rmse DESC``, ``attributes.start_time``, ``name``.
 
     Entities and attribute names are normalised as by :func:`validate`. Default direction is
-    ascending. Raises :class:`InvalidArgument` (reason ``INVALID_ORDER_BY``, field ``order_by``).
+    ascending. Raises :class:`InvalidArgument` (reason ``INVALID_ORDER_BY``, field ``order_by``;
+    ``FILTER_TOO_COMPLEX`` for more than :data:`MAX_ORDER_KEYS` items).
     """
+    if len(items) > MAX_ORDER_KEYS:
+        raise too_complex(
+            f"order_by has {len(items):,} keys; at most {MAX_ORDER_KEYS} are allowed: keep the keys that "
+            "decide the order (ties are always broken by a unique id)",
+            "order_by_keys",
+            MAX_ORDER_KEYS,
+            len(items),
+            field="order_by",
+        )
     out: list[OrderKey] = []
     for index, item in enumerate(items):
         if not item or not item.strip():

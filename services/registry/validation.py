@@ -18,6 +18,7 @@ MAX_RUN_ID = 32
 MAX_RUN_LINK = 4096
 MAX_REQUEST_ID = 64
 MAX_USER = 256
+MAX_VERSION = 2**63 - 1  # version numbers are 64-bit: 1..MAX_VERSION
 
 _ALIAS_RE = re.compile(r"[A-Za-z0-9_-]+")
 _RESERVED_VERSION_ALIAS = re.compile(r"v\d+", re.IGNORECASE)
@@ -57,7 +58,26 @@ def version_number(version: int, field: str = "version") -> int:
         raise InvalidArgument(
             f"{field} must be a version number >= 1, got {version}", reason="INVALID_VERSION", field=field
         )
+    if version > MAX_VERSION:
+        raise InvalidArgument(
+            f"{field} {version} is out of range: version numbers are 1..{MAX_VERSION} (64-bit)",
+            reason="INVALID_VERSION",
+            field=field,
+        )
     return version
+
+
+def version_in_uri(text: str) -> int | str:
+    """The version number written in a ``models:/<name>/<digits>`` URI, or what is wrong with it
+    (a phrase for the INVALID_MODEL_URI message): 0 and numbers beyond 64 bits name no version.
+    Never converts an over-long digit string (CPython refuses more than 4,300 digits)."""
+    digits = text.lstrip("0")
+    shown = text if len(text) <= 40 else f"{text[:20]}...{text[-8:]} ({len(text):,} digits)"
+    if not digits:
+        return f"version {shown} is not a positive number"
+    if len(digits) > len(str(MAX_VERSION)) or int(digits) > MAX_VERSION:
+        return f"version {shown} is out of range: version numbers are 1..{MAX_VERSION} (64-bit)"
+    return int(digits)
 
 
 def stage(value: str, field: str = "stage") -> str:

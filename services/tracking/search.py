@@ -24,8 +24,8 @@ from keel_server.common.db import (
     Run,
     RunTag,
 )
-from keel_server.common.filters import And, Comparison, Node, Not, Or, OrderKey
-from keel_server.common.querying import SortColumn, number_op, string_op
+from keel_server.common.filters import INT64_MAX, Comparison, Node, OrderKey
+from keel_server.common.querying import SortColumn, compile_filter, number_op, string_op
 
 RUN_ATTRIBUTE_COLUMNS: dict[str, pw.Field] = {
     "run_id": Run.run_id,
@@ -76,25 +76,13 @@ def _metric_exists(c: Comparison) -> pw.ColumnBase:
     return pw.fn.EXISTS(query)
 
 
-def _required(expr: pw.ColumnBase | None) -> pw.ColumnBase:
-    assert expr is not None  # only a None node compiles to None
-    return expr
-
-
 def compile_run_filter(node: Node | None) -> pw.ColumnBase | None:
-    if node is None:
-        return None
-    if isinstance(node, Not):
-        inner = compile_run_filter(node.item)
-        assert inner is not None
-        return ~inner
-    if isinstance(node, And | Or):
-        parts = [_required(compile_run_filter(item)) for item in node.items]
-        result = parts[0]
-        for part in parts[1:]:
-            result = (result & part) if isinstance(node, And) else (result | part)
-        return result
-    c = node
+    """A validated runs filter as one expression (nesting as shallow as the filter's own: see
+    ``querying.compile_filter``)."""
+    return compile_filter(node, _run_comparison)
+
+
+def _run_comparison(c: Comparison) -> pw.ColumnBase:
     if c.entity == "metric":
         return _metric_exists(c)
     if c.entity == "param":
@@ -111,19 +99,20 @@ def compile_run_filter(node: Node | None) -> pw.ColumnBase | None:
 
 
 def compile_experiment_filter(node: Node | None) -> pw.ColumnBase | None:
-    if node is None:
+    return compile_filter(node, _experiment_comparison)
+
+
+def _experiment_id(value: object) -> int | None:
+    """An experiment id compared in a filter as an integer; None for a value that no experiment
+    can have (not decimal digits, or beyond 64 bits: it must not reach the driver)."""
+    text = str(value).strip()
+    if not (text.isascii() and text.isdigit()) or len(text.lstrip("0")) > len(str(INT64_MAX)):
         return None
-    if isinstance(node, Not):
-        inner = compile_experiment_filter(node.item)
-        assert inner is not None
-        return ~inner
-    if isinstance(node, And | Or):
-        parts = [_required(compile_experiment_filter(item)) for item in node.items]
-        result = parts[0]
-        for part in parts[1:]:
-            result = (result & part) if isinstance(node, And) else (result | part)
-        return result
-    c = node
+    number = int(text)
+    return number if number <= INT64_MAX else None
+
+
+def _experiment_comparison(c: Comparison) -> pw.ColumnBase:
     if c.entity == "tag":
         alias = ExperimentTag.alias()
         base = alias.select(pw.SQL("1")).where(
@@ -137,7 +126,7 @@ def compile_experiment_filter(node: Node | None) -> pw.ColumnBase | None:
     column = EXPERIMENT_ATTRIBUTE_COLUMNS[c.key]
     if c.key == "experiment_id":
         values = c.value if isinstance(c.value, tuple) else (c.value,)
-        ids = [int(str(v)) for v in values if str(v).strip().isdigit()]
+        ids = [i for i in map(_experiment_id, values) if i is not None]
         if c.op in ("=", "IN"):
             return column.in_(ids) if ids else _FALSE
         return column.not_in(ids) if ids else pw.SQL("1 = 1")

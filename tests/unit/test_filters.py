@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import random
+import re
+import sqlite3
+import sys
 import time
 
+import peewee as pw
 import pytest
 
 from keel_server.common.errors import InvalidArgument
 from keel_server.common.filters import (
     EXPERIMENTS_SCHEMA,
+    INT64_MAX,
+    INT64_MIN,
+    MAX_COMPARISONS,
+    MAX_DEPTH,
+    MAX_IN_VALUES,
+    MAX_ORDER_KEYS,
+    MAX_VALUES,
     MODEL_VERSIONS_SCHEMA,
     REGISTERED_MODELS_SCHEMA,
     RUNS_SCHEMA,
@@ -18,12 +30,17 @@ from keel_server.common.filters import (
     Not,
     Or,
     OrderKey,
+    _nesting,
+    _tokenize,
     describe,
+    parse_and_validate,
     parse_filter,
     parse_order_by,
     validate,
     walk,
 )
+from keel_server.common.querying import compile_filter, search_guard
+from keel_server.tracking.search import compile_run_filter
 
 
 def C(entity: str | None, key: str, op: str, value: object, position: int) -> Comparison:
@@ -296,16 +313,129 @@ def test_syntax_errors(text: str, position: int, fragment: str) -> None:
     assert f"invalid filter at position {position}: " in err.message
 
 
+def too_complex_error(text: str) -> InvalidArgument:
+    with pytest.raises(InvalidArgument) as info:
+        parse_filter(text)
+    err = info.value
+    assert err.reason == "FILTER_TOO_COMPLEX" and err.field == "filter", err.message
+    assert set(err.metadata) >= {"limit", "max", "found"}
+    return err
+
+
 def test_deep_nesting_is_an_error_not_a_crash() -> None:
-    err = parse_error("(" * 500 + "metrics.a = 1" + ")" * 500)
-    assert "nested too deeply" in err.message
-    err = parse_error("NOT " * 500 + "metrics.a = 1")
-    assert "nested too deeply" in err.message
+    err = too_complex_error("(" * 500 + "metrics.a = 1" + ")" * 500)
+    assert err.message.startswith(
+        f"the filter nests parentheses and NOT 500 levels deep (level {MAX_DEPTH + 1} opens"
+    )
+    assert err.metadata["limit"] == "depth" and err.metadata["found"] == "500"
+    err = too_complex_error("NOT " * 500 + "metrics.a = 1")
+    assert "NOT 500 levels deep" in err.message
+    err = too_complex_error("NOT (" * 20 + "metrics.a = 1" + ")" * 20)
+    assert "NOT 40 levels deep" in err.message
 
 
 def test_too_long_filter() -> None:
-    err = parse_error("tags.x = '" + "a" * 70000 + "'")
-    assert "longer than" in err.message
+    err = too_complex_error("tags.x = '" + "a" * 70000 + "'")
+    assert err.message.startswith("the filter is 70,011 characters long; at most 65,536 are allowed")
+    assert err.metadata == {"limit": "length", "max": "65536", "found": "70011"}
+
+
+# ------------------------------------------------------------------------------ limits
+
+
+def test_nesting_is_measured_as_the_parser_counts_it() -> None:
+    cases = {
+        "metrics.a = 1": 0,
+        "(metrics.a = 1)": 1,
+        "NOT metrics.a = 1 AND NOT metrics.b = 2": 1,
+        "NOT NOT (metrics.a = 1 OR NOT (tags.b IN ('x', 'y')))": 5,
+        "tags.a NOT IN (1, 2) AND tags.b IS NOT NULL AND tags.c NOT LIKE 'x'": 0,
+        "(a = 1) AND ((b = 2) OR (((c = 3))))": 4,
+        "NOT (a = 1) AND NOT (b = 2)": 2,
+    }
+    for text, depth in cases.items():
+        assert _nesting(_tokenize(text))[0] == depth, text
+
+
+@pytest.mark.parametrize("glue", [" AND ", " OR ", " and ", " or "])
+def test_chains_up_to_the_comparison_limit_parse_without_recursion(glue: str) -> None:
+    text = glue.join(f"metrics.m{i} < {i}" for i in range(MAX_COMPARISONS))
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(100)  # parsing, validating and compiling a chain recurse once, not per term
+    try:
+        node = parse_and_validate(text, RUNS_SCHEMA)
+        sql = compile_run_filter(node)
+    finally:
+        sys.setrecursionlimit(limit)
+    assert isinstance(node, And | Or) and len(node.items) == MAX_COMPARISONS
+    assert sql is not None
+
+
+def test_too_many_comparisons_names_the_count() -> None:
+    err = too_complex_error(" OR ".join(["metrics.rmse < 1"] * 2001))
+    assert err.message == (
+        "the filter has 2,001 comparisons; at most 1,000 are allowed: split the search "
+        "(or turn chains of = joined with OR into IN lists)"
+    )
+    assert err.metadata == {"limit": "comparisons", "max": "1000", "found": "2001"}
+    assert parse_filter(" OR ".join(["metrics.rmse < 1"] * MAX_COMPARISONS)) is not None
+
+
+def test_in_list_and_value_limits() -> None:
+    values = ",".join(["'a'"] * MAX_IN_VALUES)
+    assert parse_filter(f"tags.t IN ({values})") is not None
+    err = too_complex_error(f"tags.t IN ({values},'b')")
+    assert "the IN list at position 10 of the filter has 1,001 values" in err.message
+    assert err.metadata["limit"] == "in_values" and err.metadata["position"] == "10"
+    lists = " OR ".join([f"tags.t IN ({values})"] * (MAX_VALUES // MAX_IN_VALUES))
+    assert parse_filter(lists) is not None
+    err = too_complex_error(lists + " OR tags.t = 'c'")
+    assert err.metadata == {"limit": "values", "max": "10000", "found": "10001"}
+
+
+def test_order_by_key_limit() -> None:
+    assert len(parse_order_by(["metrics.a"] * MAX_ORDER_KEYS, RUNS_SCHEMA)) == MAX_ORDER_KEYS
+    with pytest.raises(InvalidArgument) as info:
+        parse_order_by(["name"] * (MAX_ORDER_KEYS + 1), MODEL_VERSIONS_SCHEMA)
+    err = info.value
+    assert err.reason == "FILTER_TOO_COMPLEX" and err.field == "order_by"
+    assert err.message.startswith("order_by has 6 keys; at most 5 are allowed")
+
+
+@pytest.mark.parametrize(
+    ("literal", "ok"),
+    [
+        (str(INT64_MAX), True),
+        (str(INT64_MIN), True),
+        ("-0", True),
+        ("000000000000000000000000000001", True),  # leading zeros do not count
+        (str(INT64_MAX + 1), False),
+        (str(INT64_MIN - 1), False),
+        ("99999999999999999999999999999", False),
+        ("-99999999999999999999999999999", False),
+        ("9" * 5000, False),  # more digits than CPython converts: refused before int()
+        ("1.7976931348623157e308", True),
+        ("-1.7976931348623157e308", True),
+        ("5e-324", True),
+        ("1e-400", True),  # underflows to 0.0, a finite double
+        ("1e309", False),
+        ("-1e400", False),
+    ],
+)
+def test_number_range(literal: str, ok: bool) -> None:
+    text = f"attributes.start_time > {literal}"
+    if ok:
+        node = parse_filter(text)
+        assert isinstance(node, Comparison) and node.raw == literal
+        return
+    err = parse_error(text)
+    assert err.metadata["position"] == "24" and "is out of range" in err.message
+    assert len(err.message) < 400
+
+
+def test_integer_range_applies_in_in_lists_with_the_position() -> None:
+    err = parse_error("version_number IN (1, 2, 99999999999999999999999999999)")
+    assert err.metadata["position"] == "25"
 
 
 # ------------------------------------------------------------------------------ validation
@@ -475,17 +605,8 @@ def test_model_versions_schema() -> None:
 
 def test_order_by_good() -> None:
     keys = parse_order_by(
-        [
-            "metrics.rmse",
-            "metrics.rmse DESC",
-            "attributes.start_time ASC",
-            "attr.created desc",
-            "params.`learning rate` DESC",
-            "tags.mlflow.runName",
-            "run_name",
-        ],
-        RUNS_SCHEMA,
-    )
+        ["metrics.rmse", "metrics.rmse DESC", "attributes.start_time ASC", "attr.created desc"], RUNS_SCHEMA
+    ) + parse_order_by(["params.`learning rate` DESC", "tags.mlflow.runName", "run_name"], RUNS_SCHEMA)
     assert keys == [
         OrderKey("metric", "rmse", True),
         OrderKey("metric", "rmse", False),
@@ -560,3 +681,175 @@ def test_typical_filter_parses_well_under_100us() -> None:
         best = min(best, (time.perf_counter() - t0) / n)
     # generous bound so loaded CI machines do not flake; typically ~15 us
     assert best < 100e-6, f"{best * 1e6:.1f} us per parse"
+
+
+# ------------------------------------------------------------------------------ compiling
+
+
+class _Row(pw.Model):
+    a = pw.IntegerField(null=True)
+    c = pw.TextField(null=True)
+
+    class Meta:
+        database = pw.SqliteDatabase(None)
+        table_name = "row"
+
+
+class _Tag(pw.Model):
+    row = pw.IntegerField()
+    key = pw.TextField()
+
+    class Meta:
+        database = _Row._meta.database
+        table_name = "tag"
+
+
+_ROWS = [(1, 0, "x"), (2, 1, "y"), (3, 2, None), (4, None, "x"), (5, -3, "z"), (6, None, None)]
+_TAGS = [(1, "k1"), (2, "k1"), (2, "k2"), (3, "k3"), (5, "k2")]
+
+
+def _leaf_sql(c: Comparison) -> object:
+    from keel_server.common.querying import number_op, string_op
+
+    if c.key == "a":
+        return number_op(_Row.a, c.op, c.value)
+    if c.key == "c":
+        return string_op(_Row.c, c.op, c.value)
+    query = _Tag.select(pw.SQL("1")).where((_Tag.row == _Row.id) & (_Tag.key == c.value))
+    return pw.fn.EXISTS(query)
+
+
+def _truth(node: object, row: tuple[int, int | None, str | None]) -> bool | None:
+    """SQL's three-valued logic, in Python: the oracle the compiled SQL must agree with."""
+    if isinstance(node, Not):
+        inner = _truth(node.item, row)
+        return None if inner is None else not inner
+    if isinstance(node, And | Or):
+        values = [_truth(i, row) for i in node.items]
+        decisive = isinstance(node, Or)  # True decides an OR, False an AND
+        if decisive in values:
+            return decisive
+        return None if None in values else not decisive
+    assert isinstance(node, Comparison)
+    if node.key == "tag":
+        return (row[0], node.value) in _TAGS
+    x = row[1] if node.key == "a" else row[2]
+    if node.op == "IS NULL":
+        return x is None
+    if node.op == "IS NOT NULL":
+        return x is not None
+    if x is None:
+        return None
+    v = node.value
+    ops = {
+        "=": lambda: x == v, "!=": lambda: x != v, "<": lambda: x < v, "<=": lambda: x <= v,  # type: ignore[operator]
+        ">": lambda: x > v, ">=": lambda: x >= v,  # type: ignore[operator]
+        "IN": lambda: x in v, "NOT IN": lambda: x not in v,  # type: ignore[operator]
+    }  # fmt: skip
+    return bool(ops[node.op]())
+
+
+def _random_comparison(rng: random.Random) -> Comparison:
+    kind = rng.choice(["a", "a", "c", "tag"])
+    if kind == "tag":
+        return Comparison("tag", "tag", "=", rng.choice(["k1", "k2", "k3", "k9"]))
+    if kind == "c":
+        op = rng.choice(["=", "!=", "IN", "NOT IN"])
+        values = tuple(rng.sample(["x", "y", "z", "w"], 2))
+        return Comparison("attribute", "c", op, values if "IN" in op else values[0])
+    op = rng.choice(["=", "!=", "<", "<=", ">", ">=", "IN", "NOT IN", "IS NULL", "IS NOT NULL"])
+    number = rng.choice([-3, 0, 1, 2, 1.5, -0.5, 2.0, 1e300, -1e300, INT64_MAX, INT64_MIN])
+    if op in ("IS NULL", "IS NOT NULL"):
+        return Comparison("attribute", "a", op, None)
+    if "IN" in op:
+        return Comparison("attribute", "a", op, (number, rng.choice([0, 1, 1.5, 7])))
+    return Comparison("attribute", "a", op, number)
+
+
+def _random_node(rng: random.Random, depth: int, wide: bool = True) -> object:
+    """A random filter; one level at most is wide (past the chain and pulled-up-EXISTS sizes)."""
+    if depth == 0 or rng.random() < 0.3:
+        return _random_comparison(rng)
+    if rng.random() < 0.2:
+        return Not(_random_node(rng, depth - 1, wide))  # type: ignore[arg-type]
+    width = rng.choice([2, 3, 5, 9, 20, 70] if wide else [2, 3, 4])
+    items = [_random_node(rng, depth - 1, wide and width < 9) for _ in range(width)]
+    return (And if rng.random() < 0.5 else Or)(tuple(items))  # type: ignore[arg-type]
+
+
+def test_compiled_filters_agree_with_three_valued_logic() -> None:
+    """NOT pushed down (De Morgan), groups merged, chains laid out flat, decimals compared exactly
+    with an integer column, EXISTS beyond the 8th written "IS TRUE": the rows match an oracle."""
+    database = _Row._meta.database
+    database.init(":memory:")
+    database.create_tables([_Row, _Tag])
+    _Row.insert_many(_ROWS, fields=[_Row.id, _Row.a, _Row.c]).execute()
+    _Tag.insert_many(_TAGS, fields=[_Tag.row, _Tag.key]).execute()
+    rng = random.Random(20)
+    try:
+        for _ in range(400):
+            node = _random_node(rng, rng.choice([1, 2, 3, 4]))
+            if rng.random() < 0.3:
+                node = And(tuple(_random_comparison(rng) for _ in range(30)) + (node,))  # type: ignore[arg-type]
+            expr = compile_filter(node, _leaf_sql)  # type: ignore[arg-type]
+            got = sorted(r.id for r in _Row.select(_Row.id).where(expr))
+            want = sorted(row[0] for row in _ROWS if _truth(node, row) is True)
+            assert got == want, describe(node)  # type: ignore[arg-type]
+    finally:
+        database.close()
+
+
+def _paren_depth(sql: str) -> int:
+    depth = deepest = 0
+    for ch in re.sub(r"'(?:[^']|'')*'", "''", sql):
+        depth += ch == "("
+        depth -= ch == ")"
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def test_chains_compile_to_shallow_sql() -> None:
+    database = _Row._meta.database
+    database.init(":memory:")
+    try:
+        for glue in (" AND ", " OR "):
+            text = glue.join(f"tags.k{i} = 'v'" for i in range(MAX_COMPARISONS))
+            expr = compile_filter(parse_filter(text), _leaf_sql)
+            sql, params = _Row.select(_Row.id).where(expr).sql()
+            assert _paren_depth(sql) <= 12, sql[:300]  # log8(1000) groups, not 1,000 levels
+            assert len(params) == MAX_COMPARISONS  # one value each: IS TRUE wrappers bind nothing
+        nested = "tags.a = 'v'"
+        for level in range(MAX_DEPTH):
+            nested = f"tags.b = 'v' {'AND' if level % 2 else 'OR'} ({nested})"
+        sql, _ = _Row.select(_Row.id).where(compile_filter(parse_filter(nested), _leaf_sql)).sql()
+        assert _paren_depth(sql) <= MAX_DEPTH + 8
+        # NOT is pushed down and merged: NOT (a OR NOT (b OR c)) is one chain "NOT a AND (b OR c)".
+        node = parse_filter("NOT (attributes.a = 1 OR NOT (attributes.c = '2' OR tags.tag = 'k1'))")
+        sql = _Row.select(_Row.id).where(compile_filter(node, _leaf_sql)).sql()[0]
+        assert sql.endswith(
+            'WHERE ((("t1"."c" = ?) OR EXISTS(SELECT 1 FROM "tag" AS "t2" WHERE '
+            '(("t1"."id" = "t2"."row") AND ("t2"."key" = ?)))) AND NOT ("t1"."a" = ?))'
+        ), sql
+    finally:
+        database.close()
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "parser stack overflow",
+        "Expression tree is too large (maximum depth 1000)",
+        "too many SQL variables",
+        "stack depth limit exceeded",
+        "Thread stack overrun:  7968 bytes used of a 131072 byte stack",
+    ],
+)
+def test_database_refusals_of_complex_sql_are_filter_too_complex(message: str) -> None:
+    with pytest.raises(InvalidArgument) as info, search_guard():
+        raise pw.OperationalError(message)
+    assert info.value.reason == "FILTER_TOO_COMPLEX" and info.value.field == "filter"
+    with pytest.raises(InvalidArgument), search_guard():
+        raise RecursionError("maximum recursion depth exceeded")
+    with pytest.raises(pw.OperationalError), search_guard():  # a real outage stays an outage
+        raise pw.OperationalError("server closed the connection unexpectedly")
+    _ = sqlite3  # the backend the oracle test runs on

@@ -19,6 +19,7 @@ from urllib.request import url2pathname
 from keel.exceptions import InvalidArgument, NotFound
 
 STAGES = ("None", "Staging", "Production", "Archived")
+MAX_VERSION = 2**63 - 1  # version numbers are 64-bit, as on the server
 _ALIAS_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
 
@@ -73,10 +74,15 @@ def parse_models_uri(uri: str) -> ModelsUri:
         raise _bad(uri, "the model name is empty")
     if not suffix:
         raise _bad(uri, f"the version or stage after {name!r} is empty")
-    if suffix.isdigit():
-        if int(suffix) < 1:
-            raise _bad(uri, f"version {suffix} is not a positive number")
-        return ModelsUri(name=name, version=int(suffix))
+    if suffix.isascii() and suffix.isdigit():
+        # Never int() an over-long digit string: CPython refuses more than 4,300 digits.
+        digits = suffix.lstrip("0")
+        shown = suffix if len(suffix) <= 40 else f"{suffix[:20]}...{suffix[-8:]} ({len(suffix):,} digits)"
+        if not digits:
+            raise _bad(uri, f"version {shown} is not a positive number")
+        if len(digits) > len(str(MAX_VERSION)) or int(digits) > MAX_VERSION:
+            raise _bad(uri, f"version {shown} is out of range: version numbers are 1..{MAX_VERSION} (64-bit)")
+        return ModelsUri(name=name, version=int(digits))
     if suffix.lower() == "latest":
         return ModelsUri(name=name, latest=True)
     for stage in STAGES:
