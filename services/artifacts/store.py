@@ -18,11 +18,19 @@ from dataclasses import dataclass
 from keel_server.artifacts.stores import ArtifactStore, ArtifactWriter, ObjectInfo, join_uri
 from keel_server.common import db as dbmod
 from keel_server.common import pagination
-from keel_server.common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from keel_server.common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, quote
 
 MAX_CHUNK_BYTES = 4 * 1024 * 1024
 # S3 keys are limited to 1024 bytes; the local store follows the same rule so both behave alike.
 MAX_PATH_BYTES = 1024
+# The longest file or folder name local filesystems take (NAME_MAX).
+MAX_SEGMENT_BYTES = 255
+# A store URI is its root plus a path of at most MAX_PATH_BYTES.
+MAX_URI_CHARS = 2 * MAX_PATH_BYTES
+# Registered model versions' immutable snapshots live under this folder of the store's root;
+# the registry writes and deletes there itself, never through this service.
+REGISTRY_FOLDER = "_registry"
+MAX_RUN_ID_CHARS = 32
 LIST_DEFAULT_PAGE, LIST_MAX_PAGE = 1000, 10_000
 PRESIGN_DEFAULT_S, PRESIGN_MAX_S = 900, 7 * 24 * 3600
 # Chunks read ahead of the gRPC stream during a download, so store reads overlap sends.
@@ -50,16 +58,18 @@ def validate_path(path: str, field: str = "path") -> str:
             problem = "has an empty segment ('//' or a trailing '/')"
         elif ".." in segments or "." in segments:
             problem = "has a '.' or '..' segment (paths cannot leave or re-enter folders)"
+        elif any(len(s.encode("utf-8")) > MAX_SEGMENT_BYTES for s in segments):
+            problem = f"has a file or folder name longer than {MAX_SEGMENT_BYTES} bytes"
     if problem:
         raise InvalidArgument(
-            f"artifact path {path!r} {problem}", reason="INVALID_ARTIFACT_PATH", field=field, metadata={"path": path}
+            f"artifact path {quote(path)} {problem}", reason="INVALID_ARTIFACT_PATH", field=field, metadata={"path": path}
         )
     return path
 
 
 def _run_root(store: ArtifactStore, run_id: str) -> str:
-    if not run_id or len(run_id) > 32:
-        raise InvalidArgument(f"run id {run_id!r} is not a keel run id", reason="INVALID_RUN_ID", field="run_id")
+    if not run_id or len(run_id) > MAX_RUN_ID_CHARS:
+        raise InvalidArgument(f"run id {quote(run_id)} is not a keel run id", reason="INVALID_RUN_ID", field="run_id")
     run = dbmod.Run.get_or_none(dbmod.Run.run_id == run_id)
     if run is None:
         raise NotFound(f"run {run_id!r} does not exist", reason="RUN_NOT_FOUND", metadata={"run_id": run_id})
@@ -81,23 +91,36 @@ def resolve_artifact_uri(uri: str, store: ArtifactStore) -> str:
 
 def _resolve(uri: str, store: ArtifactStore) -> tuple[str, str]:
     """(the boundary nothing may leave: the run's root or the store's, the resolved URI)."""
+    if len(uri) > MAX_URI_CHARS:
+        raise InvalidArgument(
+            f"artifact URI {quote(uri)} is {len(uri)} characters long; the limit is {MAX_URI_CHARS}",
+            reason="INVALID_ARTIFACT_URI",
+            field="artifact_uri",
+        )
     if uri.startswith("runs:/"):
         run_id, _, path = uri[len("runs:/") :].lstrip("/").partition("/")
         run_root = _run_root(store, run_id)
         return run_root, join_uri(run_root, validate_path(path, field="artifact_uri"))
-    scheme = uri.split("://", 1)[0] if "://" in uri else ""
-    if scheme != store.scheme:
+    scheme, sep, rest = uri.partition("://")
+    if not sep or scheme != store.scheme:
         raise InvalidArgument(
-            f"artifact URI {uri!r} is not supported here: use runs:/<run_id>/<path> or a {store.scheme}:// URI "
+            f"artifact URI {quote(uri)} is not supported here: use runs:/<run_id>/<path> or a {store.scheme}:// URI "
             f"under {store.root_uri}",
             reason="INVALID_ARTIFACT_URI",
             field="artifact_uri",
             metadata={"uri": uri},
         )
-    raw_segments = uri.split("://", 1)[1].split("/")
-    if ".." in raw_segments or "\\" in uri or "\x00" in uri:
+    if not rest.strip("/"):
         raise InvalidArgument(
-            f"artifact URI {uri!r} has a '..' segment, a backslash or a NUL character",
+            f"artifact URI {quote(uri)} names no folder: give a {store.scheme}:// URI under {store.root_uri}, "
+            "or runs:/<run_id>/<path>",
+            reason="INVALID_ARTIFACT_URI",
+            field="artifact_uri",
+            metadata={"uri": uri},
+        )
+    if ".." in rest.split("/") or "\\" in uri or "\x00" in uri:
+        raise InvalidArgument(
+            f"artifact URI {quote(uri)} has a '..' segment, a backslash or a NUL character",
             reason="INVALID_ARTIFACT_PATH",
             field="artifact_uri",
             metadata={"uri": uri},
@@ -106,7 +129,7 @@ def _resolve(uri: str, store: ArtifactStore) -> tuple[str, str]:
     root = store.root_uri.rstrip("/")
     if not store.contains(normal):
         raise PermissionDenied(
-            f"artifact URI {uri!r} is outside this server's {store.describe()}",
+            f"artifact URI {quote(uri)} is outside this server's {store.describe()}",
             reason="ARTIFACT_URI_OUTSIDE_ROOT",
             metadata={"uri": uri, "root": store.root_uri},
         )
@@ -115,14 +138,39 @@ def _resolve(uri: str, store: ArtifactStore) -> tuple[str, str]:
     return root, normal
 
 
+def _owning_run_root(store: ArtifactStore, uri: str) -> str:
+    """The artifact root of the run whose artifacts hold ``uri`` ('' when none does).
+
+    A run's root is always ``<experiment location>/<run_id>/artifacts``, so the candidates are
+    the prefixes of ``uri`` that end in ``<id>/artifacts``; one indexed lookup confirms them.
+    """
+    scheme, _, rest = uri.partition("://")
+    segments = rest.split("/")
+    candidates = [
+        (segments[i - 1], f"{scheme}://{'/'.join(segments[: i + 1])}")
+        for i in range(1, len(segments))
+        if segments[i] == "artifacts" and 0 < len(segments[i - 1]) <= MAX_RUN_ID_CHARS
+    ]
+    if not candidates:
+        return ""
+    rows = dbmod.Run.select(dbmod.Run.run_id, dbmod.Run.artifact_uri).where(
+        dbmod.Run.run_id.in_({run_id for run_id, _ in candidates})
+    )
+    roots = {row.run_id: store.normalize_uri(row.artifact_uri) for row in rows}
+    owned = [prefix for run_id, prefix in candidates if roots.get(run_id) == prefix]
+    return max(owned, key=len, default="")
+
+
 @dataclass(frozen=True)
 class Location:
     """A resolved reference: the root it was given against, the validated path under it, and
-    the boundary (the run's artifact root, or the store's root for store URIs)."""
+    the boundary (the run's artifact root, or the store's root for store URIs); ``in_run`` when
+    that boundary is a run's artifact root."""
 
     root: str
     path: str
     base: str
+    in_run: bool
 
     @property
     def uri(self) -> str:
@@ -198,7 +246,29 @@ class ArtifactRepository:
             base = root = _run_root(self.store, run_id)
         else:
             base, root = _resolve(artifact_uri, self.store)
-        return Location(root=root, path=path, base=base)
+        return Location(root=root, path=path, base=base, in_run=bool(run_id) or artifact_uri.startswith("runs:/"))
+
+    def check_writable(self, location: Location, action: str) -> None:
+        """Only one run's artifacts may be written, replaced or deleted through this service,
+        however they are named: never the store's root, the registry's immutable snapshots,
+        or anything outside a run. PERMISSION_DENIED otherwise, before anything changes."""
+        uri = location.uri
+        registry = f"{self.store.root_uri.rstrip('/')}/{REGISTRY_FOLDER}"
+        if uri == registry or uri.startswith(registry + "/"):
+            raise PermissionDenied(
+                f"cannot {action} {quote(uri)}: the files of registered model versions never change; "
+                "delete the model version or the registered model in the registry to remove them",
+                reason="REGISTRY_SNAPSHOT_IMMUTABLE",
+                metadata={"uri": uri},
+            )
+        if location.in_run or _owning_run_root(self.store, uri):
+            return
+        raise PermissionDenied(
+            f"cannot {action} {quote(uri)}: it is not inside one run's artifacts; only a run's own artifacts "
+            "can be changed: name them with run_id and path, or runs:/<run_id>/<path>",
+            reason="NOT_RUN_ARTIFACTS",
+            metadata={"uri": uri},
+        )
 
     def resolve(self, uri: str) -> str:
         return resolve_artifact_uri(uri, self.store)
@@ -211,6 +281,7 @@ class ArtifactRepository:
         if size is not None and size < 0:
             raise InvalidArgument(f"header.size must be >= 0, got {size}", reason="INVALID_SIZE", field="header.size")
         sha = _check_sha(sha256, "header.sha256")
+        self.check_writable(location, "upload to")
         writer = self.store.open_writer(location.uri, expected_sha256=sha, expected_size=size)
         return UploadSession(location, writer, size, sha)
 
@@ -251,6 +322,7 @@ class ArtifactRepository:
         ], token
 
     def delete(self, location: Location) -> int:
+        self.check_writable(location, "delete")
         return self.store.delete(location.uri)
 
     def presign(self, location: Location, method: str, expires_seconds: int) -> tuple[str, int]:
@@ -265,6 +337,8 @@ class ArtifactRepository:
                 field="expires_in_seconds",
             )
         expires = expires_seconds or PRESIGN_DEFAULT_S
+        if method == "PUT":
+            self.check_writable(location, "presign an upload to")
         if method == "GET":
             info = self.store.stat(location.uri)  # NotFound / is-a-directory before signing
             if info.is_dir:
@@ -273,6 +347,7 @@ class ArtifactRepository:
         return url, dbmod.now_ms() + expires * 1000
 
     def copy(self, source: Location, destination: Location) -> tuple[int, int]:
+        self.check_writable(destination, "copy into")
         if destination.uri == source.uri or destination.uri.startswith(source.uri + "/"):
             raise InvalidArgument(
                 "the copy destination is inside its source: choose a destination outside it",

@@ -13,6 +13,31 @@ import grpc
 
 ERROR_DOMAIN = "keel.dev"
 
+# Bounds on what an error carries back, whatever the caller sent: a huge input quoted whole would
+# overflow gRPC's metadata limit (the caller would see RESOURCE_EXHAUSTED instead of the real
+# error) and write megabyte log lines.
+MAX_MESSAGE_CHARS = 1024
+MAX_METADATA_CHARS = 256
+QUOTE_CHARS = 200
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to about ``limit`` characters, keeping its start and its end (where messages
+    say what to do), with the number of characters left out in the middle."""
+    if len(text) <= limit:
+        return text
+    tail = limit // 3
+    head = limit - tail
+    return f"{text[:head]}…[{len(text) - head - tail} characters left out]…{text[-tail:]}"
+
+
+def quote(value: object, limit: int = QUOTE_CHARS) -> str:
+    """``repr(value)`` for a message, at most about ``limit`` characters of it."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}…[{len(value)} characters in all]"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}…[{len(text)} characters in all]"
+
 
 class KeelError(Exception):
     """Base of every error a caller may see. Subclasses fix the gRPC code."""
@@ -28,12 +53,13 @@ class KeelError(Exception):
         field: str | None = None,
         metadata: Mapping[str, object] | None = None,
     ) -> None:
+        message = clip(message, MAX_MESSAGE_CHARS)
         super().__init__(message)
         self.message = message
         self.reason = reason or self.default_reason
         # The request field at fault, reported as a google.rpc.BadRequest field violation.
         self.field = field
-        self.metadata: dict[str, str] = {k: str(v) for k, v in (metadata or {}).items()}
+        self.metadata: dict[str, str] = {k: clip(str(v), MAX_METADATA_CHARS) for k, v in (metadata or {}).items()}
 
     def __str__(self) -> str:
         return self.message
@@ -76,6 +102,21 @@ class Unavailable(KeelError):
 class PermissionDenied(KeelError):
     code = grpc.StatusCode.PERMISSION_DENIED
     default_reason = "PERMISSION_DENIED"
+
+
+class Unimplemented(KeelError):
+    """A keel service this server does not run (it runs elsewhere, or nowhere known here)."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+    default_reason = "UNIMPLEMENTED"
+
+
+class DataLoss(KeelError):
+    """Stored data that keel promised to keep is gone (files of a READY model version removed
+    behind keel's back): retrying will not help."""
+
+    code = grpc.StatusCode.DATA_LOSS
+    default_reason = "DATA_LOSS"
 
 
 class ResourceExhausted(KeelError):

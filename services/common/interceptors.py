@@ -20,12 +20,13 @@ from typing import Any
 import grpc
 import peewee as pw
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from keel_server.common import db as dbmod
 from keel_server.common import metrics
-from keel_server.common.errors import ERROR_DOMAIN, Aborted, KeelError, Unavailable
+from keel_server.common.errors import ERROR_DOMAIN, Aborted, InvalidArgument, KeelError, Unavailable
 from keel_server.common.logs import request_id_var
 
 log = logging.getLogger("keel.rpc")
@@ -81,6 +82,50 @@ def _drop_connection() -> None:
         pass
 
 
+class _Undecodable:
+    """Stands in for a request message whose bytes did not parse (grpc itself would answer
+    INTERNAL "Exception deserializing request!" before any keel code runs)."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+
+    def error(self) -> InvalidArgument:
+        return InvalidArgument(
+            f"the request to {self.method} could not be parsed: a string field holds bytes that are not "
+            "valid UTF-8, or the message does not match the method's request type; send UTF-8 text in "
+            "string fields",
+            reason="MALFORMED_REQUEST",
+        )
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None, method: str) -> Callable[[bytes], Any] | None:
+    """``deserializer``, returning an ``_Undecodable`` instead of raising on bad bytes."""
+    if deserializer is None:
+        return None
+    parse = deserializer
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError:
+            return _Undecodable(method)
+
+    return deserialize
+
+
+def _checked(request: Any) -> Any:
+    """Raises the INVALID_ARGUMENT of an undecodable unary request."""
+    if isinstance(request, _Undecodable):
+        raise request.error()
+    return request
+
+
+def _checked_stream(requests: Iterator[Any]) -> Iterator[Any]:
+    """A request stream that raises INVALID_ARGUMENT at the first undecodable message."""
+    for request in requests:
+        yield _checked(request)
+
+
 class KeelServerInterceptor(grpc.ServerInterceptor):
     def intercept_service(
         self,
@@ -93,10 +138,11 @@ class KeelServerInterceptor(grpc.ServerInterceptor):
         method: str = details.method  # type: ignore[attr-defined]
         incoming = dict(details.invocation_metadata or ())  # type: ignore[attr-defined]
         given_id = incoming.get("x-request-id", "")
+        request_deserializer = _tolerant(handler.request_deserializer, method)
 
         if handler.unary_unary or handler.stream_unary:
             inner = handler.unary_unary or handler.stream_unary
-            wrapped_unary = self._wrap_unary(inner, method, given_id)
+            wrapped_unary = self._wrap_unary(inner, method, given_id, streaming=bool(handler.stream_unary))
             factory = (
                 grpc.unary_unary_rpc_method_handler
                 if handler.unary_unary
@@ -104,11 +150,11 @@ class KeelServerInterceptor(grpc.ServerInterceptor):
             )
             return factory(
                 wrapped_unary,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         inner_stream = handler.unary_stream or handler.stream_stream
-        wrapped_stream = self._wrap_stream(inner_stream, method, given_id)
+        wrapped_stream = self._wrap_stream(inner_stream, method, given_id, streaming=bool(handler.stream_stream))
         factory = (
             grpc.unary_stream_rpc_method_handler
             if handler.unary_stream
@@ -116,16 +162,18 @@ class KeelServerInterceptor(grpc.ServerInterceptor):
         )
         return factory(
             wrapped_stream,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=request_deserializer,
             response_serializer=handler.response_serializer,
         )
 
-    def _wrap_unary(self, behavior: Callable[..., Any], method: str, given_id: str) -> Callable[..., Any]:
+    def _wrap_unary(
+        self, behavior: Callable[..., Any], method: str, given_id: str, streaming: bool
+    ) -> Callable[..., Any]:
         def call(request: Any, context: grpc.ServicerContext) -> Any:
             token = _begin(context, given_id)
             started = time.perf_counter()
             try:
-                response = behavior(request, context)
+                response = behavior(_checked_stream(request) if streaming else _checked(request), context)
             except Exception as exc:  # noqa: BLE001 - the one place exceptions become statuses
                 _abort(context, exc, method, started)
                 raise  # not reached: _abort always raises
@@ -136,12 +184,14 @@ class KeelServerInterceptor(grpc.ServerInterceptor):
 
         return call
 
-    def _wrap_stream(self, behavior: Callable[..., Any], method: str, given_id: str) -> Callable[..., Any]:
+    def _wrap_stream(
+        self, behavior: Callable[..., Any], method: str, given_id: str, streaming: bool
+    ) -> Callable[..., Any]:
         def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             token = _begin(context, given_id)
             started = time.perf_counter()
             try:
-                yield from behavior(request, context)
+                yield from behavior(_checked_stream(request) if streaming else _checked(request), context)
             except Exception as exc:  # noqa: BLE001
                 _abort(context, exc, method, started)
             finally:

@@ -4,11 +4,12 @@ and validation rules every write path shares."""
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass, field
 
 from keel_server.common.db import MAX_DOUBLE, VALUE_FINITE, VALUE_NAN, VALUE_NEG_INF, VALUE_POS_INF
-from keel_server.common.errors import InvalidArgument
+from keel_server.common.errors import InvalidArgument, quote
 
 # Limits as MLflow users know them (mlflow/utils/validation.py).
 MAX_KEY_LENGTH = 250
@@ -21,6 +22,11 @@ MAX_USER_ID_LENGTH = 256
 MAX_BATCH_METRICS = 1000
 MAX_BATCH_PARAMS = 100
 MAX_BATCH_TAGS = 100
+# A run's artifacts live at <location>/<run id>/artifacts/<path>, and S3 keys end at 1,024 bytes:
+# 500 leaves room for the run's own paths.
+MAX_ARTIFACT_LOCATION_LENGTH = 500
+MAX_NAME_BYTES = 255  # one file or folder name (NAME_MAX of local filesystems)
+ARTIFACT_SCHEMES = ("file", "s3")
 RESERVED_TAG_PREFIX = "keel."
 
 ACTIVE, DELETED = "active", "deleted"
@@ -150,6 +156,55 @@ def check_param(key: str, value: str, field_name: str) -> None:
 def check_experiment_tag(key: str, value: str, field_name: str) -> None:
     check_key(key, "experiment tag", field_name)
     check_value_length(value, MAX_EXPERIMENT_TAG_VALUE_LENGTH, "experiment tag", key, field_name)
+
+
+def normalise_artifact_root(uri: str) -> str:
+    """``file://./x`` or a plain path → ``file:///abs/x``; other schemes lose a trailing '/'."""
+    if uri.startswith("file://"):
+        return "file://" + os.path.abspath(uri[len("file://") :])
+    if "://" not in uri:
+        return "file://" + os.path.abspath(uri)
+    return uri.rstrip("/")
+
+
+def check_artifact_location(location: str, store_root: str, reserved: tuple[str, ...]) -> str:
+    """An experiment's artifact location, normalised, after checking its length and form: a
+    folder of a known scheme, no control characters, backslashes, '.' or '..' segments or
+    over-long names, and never inside one of the store's ``reserved`` folders (relative to
+    ``store_root``, such as the registry's snapshots), where runs must not write."""
+
+    def bad(problem: str) -> InvalidArgument:
+        return InvalidArgument(
+            f"artifact_location {quote(location)} {problem}",
+            reason="INVALID_ARTIFACT_LOCATION",
+            field="artifact_location",
+        )
+
+    if len(location) > MAX_ARTIFACT_LOCATION_LENGTH:
+        raise bad(
+            f"is {len(location)} characters long; the limit is {MAX_ARTIFACT_LOCATION_LENGTH} "
+            "(runs add their own folders and file paths under it)"
+        )
+    if any(ord(c) < 32 or ord(c) == 127 for c in location) or "\\" in location:
+        raise bad("holds a control character or a backslash: use '/' between folders")
+    scheme, sep, rest = location.partition("://")
+    if sep and scheme not in ARTIFACT_SCHEMES:
+        raise bad(f"has scheme {scheme!r}; use one of {', '.join(s + '://' for s in ARTIFACT_SCHEMES)} or a local path")
+    body = rest if sep else location
+    if not body.strip("/"):
+        raise bad("names no folder: use file:///abs/path, s3://bucket/prefix or a local path")
+    segments = [s for s in body.split("/") if s]
+    if ".." in segments or "." in segments:
+        raise bad("has a '.' or '..' segment: give the folder's plain path")
+    if any(len(s.encode("utf-8")) > MAX_NAME_BYTES for s in segments):
+        raise bad(f"has a folder name longer than {MAX_NAME_BYTES} bytes")
+    normal = normalise_artifact_root(location)
+    root = normalise_artifact_root(store_root)
+    for folder in reserved:
+        inside = f"{root}/{folder}"
+        if normal == inside or normal.startswith(inside + "/"):
+            raise bad(f"is inside {inside}, which keel keeps for itself: choose another folder")
+    return normal
 
 
 def check_experiment_name(name: str, field_name: str = "name") -> str:

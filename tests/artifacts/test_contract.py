@@ -10,7 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from art_helpers import ArtifactServer
+from art_helpers import ArtifactServer, make_run
 
 import keel
 from keel.artifacts.v1 import artifacts_pb2 as pb
@@ -267,7 +267,8 @@ def test_tree_upload_download_and_copy(art_server: ArtifactServer, run_id: str, 
     assert {str(p.relative_to(local)): p.read_bytes() for p in local.rglob("*") if p.is_file()} == files
 
     source = client.resolve_artifact_uri(f"runs:/{run_id}/model")
-    target = f"{art_server.root_uri}/_registry/1/1"
+    # Copies land in a run's artifacts (the registry's snapshots are written by the registry only).
+    target = client.resolve_artifact_uri(f"runs:/{make_run(art_server.root_uri)}/copied")
     count, total = client.copy_artifacts(source, target)
     assert (count, total) == (3, sum(map(len, files.values())))
     copied = client.list_artifacts_under(artifact_uri=target, recursive=True)

@@ -301,3 +301,22 @@ def test_the_longest_sort_values_page_through_search_runs(seeded: _Seeded) -> No
     second = stub.SearchRuns(request, timeout=30)
     assert [r.info.run_id for r in second.runs] == runs[1:]
     assert not second.next_page_token
+
+
+@pytest.mark.parametrize("cursor", [[-1e18, 0.0, "x"], ["0", 0.0, "x"], [0, "v", "x"], [0, 0.0, 7], [True, 0.0, "x"], [3, 0.0, "x"]])
+def test_a_forged_metric_order_cursor_is_refused_not_looped_on(seeded: _Seeded, cursor: list[Any]) -> None:
+    """Tokens are not signed: a token rebuilt with another cursor but the right fingerprint must
+    be refused at once (a huge float segment used to spin the server's search loop forever)."""
+    stub = tracking_pb2_grpc.TrackingServiceStub(seeded.channel)
+    request = tracking_pb2.SearchRunsRequest(
+        experiment_ids=[seeded.experiment_id], order_by=["metrics.loss ASC"], page_size=1
+    )
+    real = stub.SearchRuns(request, timeout=30).next_page_token
+    assert real
+    data = json.loads(base64.urlsafe_b64decode(real + "=" * (-len(real) % 4)))
+    forged = _token({"c": cursor, "f": data["f"]})
+    request.page_token = forged
+    with pytest.raises(grpc.RpcError) as err:
+        stub.SearchRuns(request, timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert from_rpc_error(err.value).reason == "INVALID_PAGE_TOKEN"

@@ -16,10 +16,8 @@ import errno
 import hashlib
 import os
 import queue
-import random
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,7 +25,7 @@ from typing import IO, Any
 
 import grpc
 
-from keel._transport import Transport
+from keel._transport import RetryBudget, Transport
 from keel.artifacts.v1 import artifacts_pb2 as pb
 from keel.artifacts.v1 import artifacts_pb2_grpc
 from keel.exceptions import InvalidArgument, KeelError, from_rpc_error
@@ -38,8 +36,6 @@ UPLOAD_CHUNK_BYTES = 1024 * 1024
 # Chunks a transfer's helper thread may be ahead of (upload: read and hashed) or behind (download:
 # still to write and hash) the gRPC stream. Bounds memory at a few chunks per transfer.
 PIPELINE_CHUNKS = 4
-ATTEMPTS = 5
-BACKOFF_BASE_S, BACKOFF_MAX_S = 0.2, 3.0
 PARALLEL_FILES = 4
 # Progress bars only for transfers over this size, and only on a terminal.
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
@@ -76,10 +72,6 @@ def clean_path(path: str | None) -> str:
 
 def _deadline(size: int) -> float:
     return MIN_DEADLINE_S + size / 1e6
-
-
-def _backoff(attempt: int) -> None:
-    time.sleep(min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (attempt - 1)) * (0.5 + random.random()))
 
 
 def _retryable(exc: grpc.RpcError) -> bool:
@@ -229,17 +221,15 @@ def upload_stream(
     """Uploads what ``open_source()`` reads (``size`` bytes) to ``target``; retried whole on
     UNAVAILABLE. ``open_source`` is called once per attempt."""
     upload = _upload_call(transport)
-    attempt = 0
+    retries = RetryBudget()
     while True:
-        attempt += 1
         progress = _Progress(size, desc or target.path)
         try:
             with open_source() as source:
                 response = upload(_upload_messages(target, source, size, progress), timeout=_deadline(size))
             return file_info(response)
         except grpc.RpcError as exc:
-            if _retryable(exc) and attempt < ATTEMPTS:
-                _backoff(attempt)
+            if _retryable(exc) and retries.wait():
                 continue
             raise from_rpc_error(exc) from None
         finally:
@@ -337,12 +327,11 @@ def download_file(transport: Transport, source: pb.ArtifactRef, dst: str) -> Fil
     part = dst + PART_SUFFIX
     offset, size, sha = 0, -1, ""
     digest = hashlib.sha256()
-    attempt = 0
+    retries = RetryBudget()
     progress: _Progress | None = None
     try:
         with open(part, "wb") as out, _Sink(out, digest) as sink:
             while True:
-                attempt += 1
                 try:
                     stream = download(pb.DownloadArtifactRequest(ref=source, offset=offset), timeout=_deadline(max(size, 0)))
                     for message in stream:
@@ -369,8 +358,7 @@ def download_file(transport: Transport, source: pb.ArtifactRef, dst: str) -> Fil
                             progress.update(len(chunk))
                     break
                 except grpc.RpcError as exc:
-                    if _retryable(exc) and attempt < ATTEMPTS:
-                        _backoff(attempt)
+                    if _retryable(exc) and retries.wait():
                         continue
                     raise from_rpc_error(exc) from None
             sink.close()  # every chunk written and hashed (or the sink's error raised)
@@ -449,9 +437,8 @@ def _describe(source: pb.ArtifactRef) -> str:
 def read_bytes(transport: Transport, source: pb.ArtifactRef, max_bytes: int = 64 * 1024 * 1024) -> bytes:
     """A small artifact's content, in memory (load_text / load_dict)."""
     download = _download_call(transport)
-    attempt = 0
+    retries = RetryBudget()
     while True:
-        attempt += 1
         try:
             data = bytearray()
             sha = ""
@@ -472,8 +459,7 @@ def read_bytes(transport: Transport, source: pb.ArtifactRef, max_bytes: int = 64
                 raise KeelError(f"download of {_describe(source)} is corrupt (sha256 mismatch)", reason="CHECKSUM_MISMATCH")
             return bytes(data)
         except grpc.RpcError as exc:
-            if _retryable(exc) and attempt < ATTEMPTS:
-                _backoff(attempt)
+            if _retryable(exc) and retries.wait():
                 continue
             raise from_rpc_error(exc) from None
 

@@ -402,7 +402,9 @@ class DeleteArtifactRequest(_message.Message):
     REF_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def ref(self) -> Global___ArtifactRef:
-        """The file or directory; an empty path deletes the whole root."""
+        """The file or directory; an empty path deletes all of the ref's root when that is a run's
+        artifacts.
+        """
 
     def __init__(
         self,

@@ -114,7 +114,9 @@ class ArtifactServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteArtifact(self, request, context):
-        """Deletes a file, or a directory with everything under it.
+        """Deletes a file, or a directory with everything under it, inside one run's artifacts.
+        Anything else (the store's root, registry snapshots under `_registry/`, an experiment's
+        folder) is PERMISSION_DENIED and nothing is deleted.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -136,8 +138,9 @@ class ArtifactServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CopyArtifacts(self, request, context):
-        """Copies a file or a directory tree inside the store (server-side copy on S3). Used by the
-        registry to snapshot a model version.
+        """Copies a file or a directory tree inside the store (server-side copy on S3). The
+        destination must lie inside one run's artifacts (PERMISSION_DENIED otherwise), as must an
+        upload's target.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -51,7 +51,10 @@ class ArtifactServiceStub:
     StatArtifact: _grpc.UnaryUnaryMultiCallable[_artifacts_pb2.StatArtifactRequest, _artifacts_pb2.FileInfo]
     """Returns the size, sha256 and kind of one path. NOT_FOUND when absent."""
     DeleteArtifact: _grpc.UnaryUnaryMultiCallable[_artifacts_pb2.DeleteArtifactRequest, _artifacts_pb2.DeleteArtifactResponse]
-    """Deletes a file, or a directory with everything under it."""
+    """Deletes a file, or a directory with everything under it, inside one run's artifacts.
+    Anything else (the store's root, registry snapshots under `_registry/`, an experiment's
+    folder) is PERMISSION_DENIED and nothing is deleted.
+    """
     CreatePresignedUrl: _grpc.UnaryUnaryMultiCallable[_artifacts_pb2.CreatePresignedUrlRequest, _artifacts_pb2.CreatePresignedUrlResponse]
     """Returns a presigned GET or PUT URL for clients that can reach the store directly.
     FAILED_PRECONDITION on stores that cannot presign (the local folder).
@@ -59,8 +62,9 @@ class ArtifactServiceStub:
     ResolveArtifactUri: _grpc.UnaryUnaryMultiCallable[_artifacts_pb2.ResolveArtifactUriRequest, _artifacts_pb2.ResolveArtifactUriResponse]
     """Resolves a `runs:/<run_id>/<path>` URI (or a store URI) to the store URI it designates."""
     CopyArtifacts: _grpc.UnaryUnaryMultiCallable[_artifacts_pb2.CopyArtifactsRequest, _artifacts_pb2.CopyArtifactsResponse]
-    """Copies a file or a directory tree inside the store (server-side copy on S3). Used by the
-    registry to snapshot a model version.
+    """Copies a file or a directory tree inside the store (server-side copy on S3). The
+    destination must lie inside one run's artifacts (PERMISSION_DENIED otherwise), as must an
+    upload's target.
     """
 
 @_typing.type_check_only
@@ -83,7 +87,10 @@ class ArtifactServiceAsyncStub(ArtifactServiceStub):
     StatArtifact: _aio.UnaryUnaryMultiCallable[_artifacts_pb2.StatArtifactRequest, _artifacts_pb2.FileInfo]  # type: ignore[assignment]
     """Returns the size, sha256 and kind of one path. NOT_FOUND when absent."""
     DeleteArtifact: _aio.UnaryUnaryMultiCallable[_artifacts_pb2.DeleteArtifactRequest, _artifacts_pb2.DeleteArtifactResponse]  # type: ignore[assignment]
-    """Deletes a file, or a directory with everything under it."""
+    """Deletes a file, or a directory with everything under it, inside one run's artifacts.
+    Anything else (the store's root, registry snapshots under `_registry/`, an experiment's
+    folder) is PERMISSION_DENIED and nothing is deleted.
+    """
     CreatePresignedUrl: _aio.UnaryUnaryMultiCallable[_artifacts_pb2.CreatePresignedUrlRequest, _artifacts_pb2.CreatePresignedUrlResponse]  # type: ignore[assignment]
     """Returns a presigned GET or PUT URL for clients that can reach the store directly.
     FAILED_PRECONDITION on stores that cannot presign (the local folder).
@@ -91,8 +98,9 @@ class ArtifactServiceAsyncStub(ArtifactServiceStub):
     ResolveArtifactUri: _aio.UnaryUnaryMultiCallable[_artifacts_pb2.ResolveArtifactUriRequest, _artifacts_pb2.ResolveArtifactUriResponse]  # type: ignore[assignment]
     """Resolves a `runs:/<run_id>/<path>` URI (or a store URI) to the store URI it designates."""
     CopyArtifacts: _aio.UnaryUnaryMultiCallable[_artifacts_pb2.CopyArtifactsRequest, _artifacts_pb2.CopyArtifactsResponse]  # type: ignore[assignment]
-    """Copies a file or a directory tree inside the store (server-side copy on S3). Used by the
-    registry to snapshot a model version.
+    """Copies a file or a directory tree inside the store (server-side copy on S3). The
+    destination must lie inside one run's artifacts (PERMISSION_DENIED otherwise), as must an
+    upload's target.
     """
 
 class ArtifactServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -142,7 +150,10 @@ class ArtifactServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _artifacts_pb2.DeleteArtifactRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_artifacts_pb2.DeleteArtifactResponse, _abc.Awaitable[_artifacts_pb2.DeleteArtifactResponse]]:
-        """Deletes a file, or a directory with everything under it."""
+        """Deletes a file, or a directory with everything under it, inside one run's artifacts.
+        Anything else (the store's root, registry snapshots under `_registry/`, an experiment's
+        folder) is PERMISSION_DENIED and nothing is deleted.
+        """
 
     @_abc_1.abstractmethod
     def CreatePresignedUrl(
@@ -168,8 +179,9 @@ class ArtifactServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _artifacts_pb2.CopyArtifactsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_artifacts_pb2.CopyArtifactsResponse, _abc.Awaitable[_artifacts_pb2.CopyArtifactsResponse]]:
-        """Copies a file or a directory tree inside the store (server-side copy on S3). Used by the
-        registry to snapshot a model version.
+        """Copies a file or a directory tree inside the store (server-side copy on S3). The
+        destination must lie inside one run's artifacts (PERMISSION_DENIED otherwise), as must an
+        upload's target.
         """
 
 def add_ArtifactServiceServicer_to_server(servicer: ArtifactServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
