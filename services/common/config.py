@@ -40,6 +40,15 @@ class Settings:
     registry_poll_seconds: float = 2.0
     # Let several processes listen on one port (SO_REUSEPORT): `keel models serve --workers N`.
     reuse_port: bool = False
+    # Where the services this process does not run are (grpc://host:port, or several replicas
+    # as grpc://h1:p1,h2:p2); handed to clients by the discovery RPC. Empty: unknown here.
+    # A version still PENDING_REGISTRATION this long after its last change was left by a server
+    # that died mid-snapshot: the registry's sweeper finishes it or marks it FAILED_REGISTRATION.
+    registration_timeout_seconds: float = 600.0
+    tracking_address: str = ""
+    registry_address: str = ""
+    artifacts_address: str = ""
+    inference_address: str = ""
     # Age (seconds without activity) after which an unfinished upload counts as dead: its local
     # staging file (``<root>/.keel-staging``) or its S3 multipart upload is removed by the sweep
     # at start and by the periodic sweep while running. 0 treats every upload that is not this
@@ -72,8 +81,21 @@ class Settings:
             )
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} is out of range 0..65535")
+        for service in ALL_SERVICES:
+            address = self.address_of(service)
+            if address and not address.startswith(("grpc://", "grpcs://")):
+                raise ValueError(
+                    f"KEEL_{service.upper()}_ADDRESS={address!r} is not a grpc:// or grpcs:// address "
+                    "(grpc://host:port, or grpc://host1:port1,host2:port2 for replicas)"
+                )
         if self.stale_upload_seconds < 0:
             raise ValueError(f"stale_upload_seconds must be >= 0, got {self.stale_upload_seconds}")
+        if self.registration_timeout_seconds <= 0:
+            raise ValueError(f"registration_timeout_seconds must be > 0, got {self.registration_timeout_seconds}")
+
+    def address_of(self, service: str) -> str:
+        """The configured address of ``service`` ('' when not set)."""
+        return str(getattr(self, f"{service}_address"))
 
 
 def _coerce(name: str, raw: str, cls: type[Settings]) -> Any:

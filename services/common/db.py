@@ -305,7 +305,30 @@ REGISTRY_TABLES: list[type[BaseModel]] = [
     ModelHistoryEvent,
 ]
 SERVING_TABLES: list[type[BaseModel]] = [ArtifactObject, Deployment]
-ALL_TABLES: list[type[BaseModel]] = [SchemaVersion, *TRACKING_TABLES, *REGISTRY_TABLES, *SERVING_TABLES]
+
+
+class ClientRequest(BaseModel):
+    """Idempotency keys of writes that are not naturally idempotent (CreateRun, LogBatch): the
+    key is inserted in the same transaction as the write, so a retried request finds it and
+    writes nothing twice. ``result`` is what the first request returned (a run id)."""
+
+    request_id = pw.CharField(max_length=64, primary_key=True)
+    method = pw.CharField(max_length=64)
+    result = pw.CharField(max_length=64, default="")
+    created_time = pw.BigIntegerField(default=now_ms, index=True)
+
+    class Meta:
+        table_name = "client_request"
+
+
+IDEMPOTENCY_TABLES: list[type[BaseModel]] = [ClientRequest]
+ALL_TABLES: list[type[BaseModel]] = [
+    SchemaVersion,
+    *TRACKING_TABLES,
+    *REGISTRY_TABLES,
+    *SERVING_TABLES,
+    *IDEMPOTENCY_TABLES,
+]
 
 
 # --------------------------------------------------------------------------------------------

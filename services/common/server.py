@@ -25,6 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from keel_server.common import db as dbmod
+from keel_server.common import discovery, metrics
 from keel_server.common.app import App
 from keel_server.common.config import Settings
 from keel_server.common.interceptors import KeelServerInterceptor
@@ -96,12 +97,15 @@ class UploadSweeper:
             self._thread.join(timeout=1.0)  # mid-sweep on a slow store: left to end as a daemon
 
     def run_once(self) -> int:
-        """One sweep; the number of leftovers removed (0 when the store failed: logged)."""
+        """One sweep; the number of leftovers removed (0 when the store failed: logged), also
+        counted in ``keel_sweeper_actions_total{sweeper="uploads",action="removed"}``."""
         try:
-            return self.app.artifact_store.sweep(self.app.settings.stale_upload_seconds)
+            removed = self.app.artifact_store.sweep(self.app.settings.stale_upload_seconds)
         except Exception as exc:  # noqa: BLE001 - the next pass tries again
             log.warning("sweep of dead uploads failed: %s", exc)
             return 0
+        metrics.sweeper_action("uploads", "removed", removed)
+        return removed
 
     def _loop(self) -> None:
         while not self._stopped.is_set():
@@ -145,6 +149,7 @@ def build_server(settings: Settings, app: App | None = None) -> RunningServer:
     for name in settings.services:
         module = importlib.import_module(SERVICE_MODULES[name])
         service_names.extend(module.add_to_server(server, app))
+    service_names.extend(discovery.add_to_server(server, settings))
     for full_name in service_names:
         health_servicer.set(full_name, health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)

@@ -21,6 +21,7 @@ from keel_server.registry.records import (
     VersionRecord,
 )
 from keel_server.registry.store import RegistryStore
+from keel_server.registry.sweeper import RegistrationSweeper
 
 # Request metadata naming the person behind a change (the SDK sends the OS user by default).
 USER_METADATA_KEY = "x-keel-user"
@@ -267,7 +268,9 @@ class ModelRegistryServicer(registry_pb2_grpc.ModelRegistryServiceServicer):
 
 
 def add_to_server(server: grpc.Server, app: App) -> list[str]:
-    registry_pb2_grpc.add_ModelRegistryServiceServicer_to_server(
-        ModelRegistryServicer(RegistryStore(app)), server
-    )
+    store = RegistryStore(app)
+    registry_pb2_grpc.add_ModelRegistryServiceServicer_to_server(ModelRegistryServicer(store), server)
+    sweeper = RegistrationSweeper(app, store)
+    app.shutdown_hooks.append(sweeper.stop)
+    sweeper.start()
     return [pb.DESCRIPTOR.services_by_name["ModelRegistryService"].full_name]

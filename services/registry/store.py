@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import peewee as pw
 
+from keel_server.artifacts.store import REGISTRY_FOLDER, resolve_artifact_uri
 from keel_server.common import pagination
 from keel_server.common.app import App
 from keel_server.common.db import (
@@ -43,6 +44,7 @@ from keel_server.common.db import (
 from keel_server.common.errors import (
     Aborted,
     AlreadyExists,
+    DataLoss,
     FailedPrecondition,
     InvalidArgument,
     KeelError,
@@ -51,18 +53,23 @@ from keel_server.common.errors import (
 from keel_server.common.filters import (
     MODEL_VERSIONS_SCHEMA,
     REGISTERED_MODELS_SCHEMA,
-    And,
     Comparison,
     Node,
-    Not,
-    Or,
     OrderKey,
     parse_and_validate,
     parse_order_by,
 )
 
 # Generic filter/keyset helpers (LIKE that is case-sensitive on every backend, keyset predicates).
-from keel_server.common.querying import SortColumn, keyset_after, number_op, order_clauses, string_op
+from keel_server.common.querying import (
+    SortColumn,
+    compile_filter,
+    keyset_after,
+    number_op,
+    order_clauses,
+    search_guard,
+    string_op,
+)
 from keel_server.registry import validation as check
 from keel_server.registry.records import (
     ALIAS_DELETED,
@@ -89,8 +96,6 @@ HISTORY_PAGE = (100, 1000)
 
 # Whole-transaction retries on deadlock/serialization failures (bounded; each waits a little more).
 TRANSACTION_ATTEMPTS = 5
-
-REGISTRY_FOLDER = "_registry"
 
 
 @dataclass(frozen=True)
@@ -144,10 +149,11 @@ def parse_models_uri(uri: str) -> ModelsUri:
     if len(parts) > 2:
         raise bad(f"too many path parts after the model name {parts[0]!r}")
     name, suffix = parts
-    if suffix.isdigit():
-        if int(suffix) < 1:
-            raise bad(f"version {suffix} is not a positive number")
-        return ModelsUri(name=name, version=int(suffix))
+    if suffix.isascii() and suffix.isdigit():
+        version = check.version_in_uri(suffix)
+        if isinstance(version, str):
+            raise bad(version)
+        return ModelsUri(name=name, version=version)
     if suffix.lower() == "latest":
         return ModelsUri(name=name, latest=True)
     for canonical in STAGES:
@@ -179,18 +185,14 @@ _NUMERIC = {"version_number", "creation_timestamp", "last_updated_timestamp"}
 def _compile(
     node: Node | None, columns: Mapping[str, Any], tag_model: Any, tag_owner: Any, owner_id: Any
 ) -> Any:
-    """A validated filter AST → Peewee expression; tags are EXISTS subqueries (IS NULL: absent)."""
-    if node is None:
-        return None
-    if isinstance(node, Not):
-        return ~_compile(node.item, columns, tag_model, tag_owner, owner_id)
-    if isinstance(node, And | Or):
-        parts = [_compile(item, columns, tag_model, tag_owner, owner_id) for item in node.items]
-        result = parts[0]
-        for part in parts[1:]:
-            result = (result & part) if isinstance(node, And) else (result | part)
-        return result
-    c: Comparison = node
+    """A validated filter AST → Peewee expression; tags are EXISTS subqueries (IS NULL: absent).
+    Nesting stays as shallow as the filter's own (``querying.compile_filter``)."""
+    return compile_filter(node, lambda c: _comparison(c, columns, tag_model, tag_owner, owner_id))
+
+
+def _comparison(
+    c: Comparison, columns: Mapping[str, Any], tag_model: Any, tag_owner: Any, owner_id: Any
+) -> Any:
     if c.entity == "tag":
         alias = tag_model.alias()
         # FieldAlias by field, not getattr: a ModelAlias's own ``.model`` attribute shadows the field.
@@ -525,6 +527,7 @@ class RegistryStore:
         if not updated:
             table.insert({owner: owner_id, table.key: key, table.value: value}).execute()
 
+    @search_guard()
     def search_registered_models(
         self, filter_text: str, order_by: Sequence[str], page_size: int, page_token: str
     ) -> Page[ModelRecord]:
@@ -668,8 +671,6 @@ class RegistryStore:
 
     def _resolve_source(self, source: str) -> str:
         """The absolute store URI of a registration source, checked to hold something."""
-        from keel_server.artifacts.store import resolve_artifact_uri
-
         if source.startswith("models:"):
             version, uri = self.resolve_model_uri(source)
             if not uri:
@@ -702,6 +703,12 @@ class RegistryStore:
             status = FAILED_REGISTRATION
             message = f"copying the model files from {src_uri} failed: {exc}"[:4000]
 
+        self._mark(row, status, message)
+        return row
+
+    def _mark(self, row: ModelVersion, status: str, message: str) -> None:
+        """Records how a registration ended."""
+
         def mark() -> None:
             with write_transaction():
                 ModelVersion.update(status=status, status_message=message, last_updated_time=now_ms()).where(
@@ -710,7 +717,51 @@ class RegistryStore:
 
         self._retrying(mark)
         row.status, row.status_message = status, message
-        return row
+
+    def sweep_registrations(self, stale_after_ms: int, limit: int = 100) -> tuple[int, int]:
+        """Finishes the versions a server left PENDING_REGISTRATION when it died mid-snapshot
+        (untouched for ``stale_after_ms``): the copy is made again from the source, so each ends
+        READY, or FAILED_REGISTRATION with a message. Safe on several replicas at once: each
+        version is claimed by one conditional update, and only the winner copies it. Returns
+        (finished, failed)."""
+        cutoff = now_ms() - stale_after_ms
+        stale = list(
+            ModelVersion.select()
+            .where((ModelVersion.status == PENDING_REGISTRATION) & (ModelVersion.last_updated_time < cutoff))
+            .order_by(ModelVersion.id)
+            .limit(limit)
+        )
+        finished = failed = 0
+        for row in stale:
+            claimed_at = max(now_ms(), row.last_updated_time + 1)
+
+            def claim(row: ModelVersion = row, claimed_at: int = claimed_at) -> int:
+                with write_transaction():
+                    return int(
+                        ModelVersion.update(last_updated_time=claimed_at)
+                        .where(
+                            (ModelVersion.id == row.id)
+                            & (ModelVersion.status == PENDING_REGISTRATION)
+                            & (ModelVersion.last_updated_time == row.last_updated_time)
+                        )
+                        .execute()
+                    )
+
+            if not self._retrying(claim):
+                continue  # another replica's sweeper took it, or it finished meanwhile
+            log.warning("version %s of model id %s was left PENDING_REGISTRATION: copying it again", row.version, row.model_id)
+            try:
+                source = self._resolve_source(row.source)
+            except KeelError as exc:
+                self._mark(row, FAILED_REGISTRATION, f"the server registering it stopped mid-copy, and its source "
+                           f"cannot be copied again: {exc.message}"[:4000])
+                failed += 1
+                continue
+            if self._snapshot(row, source).status == READY:
+                finished += 1
+            else:
+                failed += 1
+        return finished, failed
 
     def get_model_version(self, name: str, version: int) -> VersionRecord:
         model = self._model(name)
@@ -769,6 +820,7 @@ class RegistryStore:
                     metadata={"name": name, "version": version, "key": key},
                 )
 
+    @search_guard()
     def search_model_versions(
         self, filter_text: str, order_by: Sequence[str], page_size: int, page_token: str
     ) -> Page[VersionRecord]:
@@ -798,8 +850,8 @@ class RegistryStore:
         model = self._model(name)
         return self._ready_location(model, self._version(model, version))
 
-    @staticmethod
-    def _ready_location(model: RegisteredModel, row: ModelVersion) -> str:
+    def _ready_location(self, model: RegisteredModel, row: ModelVersion) -> str:
+        """The snapshot of a READY version, checked to still hold files (DATA_LOSS if not)."""
         if row.status != READY:
             detail = f": {row.status_message}" if row.status_message else ""
             raise FailedPrecondition(
@@ -808,7 +860,25 @@ class RegistryStore:
                 reason="MODEL_VERSION_NOT_READY",
                 metadata={"name": model.name, "version": row.version, "status": row.status},
             )
-        return str(row.storage_location)
+        location = str(row.storage_location)
+        if not self._holds_files(location):
+            raise DataLoss(
+                f"the files of version {row.version} of registered model '{model.name}' are gone from "
+                f"{location}: they were deleted outside keel; register the model again from its source "
+                f"({row.source}) and delete this version",
+                reason="MODEL_VERSION_FILES_MISSING",
+                metadata={"name": model.name, "version": row.version, "storage_location": location},
+            )
+        return location
+
+    def _holds_files(self, uri: str) -> bool:
+        """Whether a snapshot is still there: a file, or a folder with at least one file."""
+        store = self.app.artifact_store
+        try:
+            info = store.stat(uri)
+        except NotFound:
+            return False
+        return not info.is_dir or bool(store.list_entries(uri, recursive=True, limit=1)[0])
 
     # ---- stages ------------------------------------------------------------------------------
     def transition_model_version_stage(

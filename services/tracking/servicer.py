@@ -19,8 +19,9 @@ from keel_server.tracking.records import (
     MetricPoint,
     RunInfoRecord,
     RunRecord,
+    normalise_artifact_root,
 )
-from keel_server.tracking.store import TrackingStore, normalise_artifact_root
+from keel_server.tracking.store import TrackingStore
 
 _EMPTY = empty_pb2.Empty()
 _STAGE = {ACTIVE: pb.LIFECYCLE_STAGE_ACTIVE}
@@ -187,6 +188,7 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
             user_id=request.user_id,
             tags=[(t.key, t.value) for t in request.tags],
             parent_run_id=request.parent_run_id,
+            request_id=request.request_id,
         )
         return run_pb(run)
 
@@ -244,6 +246,7 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
             [MetricPoint(m.key, m.value, m.timestamp, m.step) for m in request.metrics],
             [(p.key, p.value) for p in request.params],
             [(t.key, t.value) for t in request.tags],
+            request_id=request.request_id,
         )
         return _EMPTY
 

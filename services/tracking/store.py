@@ -10,7 +10,6 @@ Concurrency rules (several server replicas share one database):
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
@@ -20,7 +19,9 @@ from typing import Any, TypeVar
 
 import peewee as pw
 
-from keel_server.common import pagination, querying
+from keel_server.artifacts.store import REGISTRY_FOLDER
+from keel_server.artifacts.stores.local import STAGING_DIR
+from keel_server.common import filters, pagination, querying
 from keel_server.common.db import (
     VALUE_NAN,
     Experiment,
@@ -46,6 +47,7 @@ from keel_server.common.filters import (
     parse_and_validate,
     parse_order_by,
 )
+from keel_server.common.idempotency import check_request_id, claim, earlier_result
 from keel_server.tracking import search
 from keel_server.tracking.records import (
     ACTIVE,
@@ -58,6 +60,7 @@ from keel_server.tracking.records import (
     MetricPoint,
     RunInfoRecord,
     RunRecord,
+    check_artifact_location,
     check_experiment_name,
     check_experiment_tag,
     check_key,
@@ -69,10 +72,14 @@ from keel_server.tracking.records import (
     check_time,
     decode_value,
     encode_value,
+    normalise_artifact_root,
     parse_experiment_id,
 )
 
 T = TypeVar("T")
+
+# Folders of the artifact store's root that no experiment may use: runs must never write there.
+RESERVED_ARTIFACT_FOLDERS = (REGISTRY_FOLDER, STAGING_DIR)
 
 DEFAULT_EXPERIMENT_NAME = "Default"
 DEFAULT_EXPERIMENT_ID = 0  # as in MLflow
@@ -82,7 +89,7 @@ SEARCH_RUNS_DEFAULT_PAGE, SEARCH_RUNS_MAX_PAGE = 1000, 50000
 SEARCH_EXPERIMENTS_DEFAULT_PAGE, SEARCH_EXPERIMENTS_MAX_PAGE = 100, 1000
 HISTORY_DEFAULT_PAGE = HISTORY_MAX_PAGE = 25000
 MAX_SEARCH_EXPERIMENTS = 100
-MAX_ORDER_KEYS = 5
+MAX_ORDER_KEYS = filters.MAX_ORDER_KEYS  # enforced by filters.parse_order_by (FILTER_TOO_COMPLEX)
 MAX_BULK_RUNS = MAX_BULK_KEYS = 100
 # Rows per IN (...) list when reading the data of a page of runs (SQLite's variable limit).
 _IN_CHUNK = 500
@@ -104,15 +111,6 @@ def generate_run_name() -> str:
     return f"{random.choice(_ADJECTIVES)}-{random.choice(_NOUNS)}-{random.randint(0, 999)}"
 
 
-def normalise_artifact_root(uri: str) -> str:
-    """``file://./x`` or a plain path → ``file:///abs/x``; other schemes lose a trailing '/'."""
-    if uri.startswith("file://"):
-        return "file://" + os.path.abspath(uri[len("file://") :])
-    if "://" not in uri:
-        return "file://" + os.path.abspath(uri)
-    return uri.rstrip("/")
-
-
 class TrackingStore:
     """Domain logic of the tracking service. ``artifact_root`` returns the artifact store's root URI
     (called only when an experiment is created without an explicit location)."""
@@ -131,7 +129,11 @@ class TrackingStore:
         check_experiment_name(name)
         for i, (key, value) in enumerate(tags):
             check_experiment_tag(key, value, f"tags[{i}]")
-        location = normalise_artifact_root(artifact_location) if artifact_location else ""
+        location = (
+            check_artifact_location(artifact_location, self._artifact_root(), RESERVED_ARTIFACT_FOLDERS)
+            if artifact_location
+            else ""
+        )
         now = now_ms()
         try:
             with write_transaction():
@@ -351,6 +353,7 @@ class TrackingStore:
                 Experiment.experiment_id == row.experiment_id
             ).execute()
 
+    @querying.search_guard()
     def search_experiments(
         self, filter_text: str, order_by: Sequence[str], view: str, page_size: int, page_token: str
     ) -> tuple[list[ExperimentRecord], str]:
@@ -397,7 +400,11 @@ class TrackingStore:
         user_id: str = "",
         tags: Sequence[tuple[str, str]] = (),
         parent_run_id: str = "",
+        request_id: str = "",
     ) -> RunRecord:
+        """A new RUNNING run. With a ``request_id`` already used, the run that request created
+        (nothing new is written): a retry after a lost reply never makes a second run."""
+        check_request_id(request_id)
         check_run_name(run_name)
         if len(user_id) > MAX_USER_ID_LENGTH:
             raise InvalidArgument(
@@ -413,40 +420,55 @@ class TrackingStore:
         name = run_name or generate_run_name()
         run_id = uuid.uuid4().hex
         all_tags = dict(tags)
-        with write_transaction():
-            experiment = self._active_experiment(experiment_id, "create a run")
-            if parent_run_id:
-                parent = Run.get_or_none(Run.run_id == parent_run_id)
-                if parent is None or parent.experiment_id != experiment.experiment_id:
-                    raise InvalidArgument(
-                        f"parent run {parent_run_id} does not exist in experiment {experiment_id}: "
-                        "a nested run must belong to its parent's experiment",
-                        reason="INVALID_PARENT_RUN",
-                        field="parent_run_id",
-                        metadata={"parent_run_id": parent_run_id},
-                    )
-                all_tags[PARENT_RUN_TAG] = parent_run_id
-            artifact_uri = f"{experiment.artifact_location}/{run_id}/artifacts"
-            Run.insert(
-                run_id=run_id,
-                experiment=experiment.experiment_id,
-                run_name=name,
-                user_id=user_id,
-                status="RUNNING",
-                start_time=start,
-                end_time=None,
-                artifact_uri=artifact_uri,
-                lifecycle_stage=ACTIVE,
-                parent_run_id=parent_run_id or None,
-            ).execute()
-            if all_tags:
-                RunTag.insert_many(
-                    [{"run": run_id, "key": k, "value": v} for k, v in all_tags.items()]
+
+        def insert() -> str | tuple[int, str]:
+            """(experiment id, artifact URI) of the new run, or the id of the run an earlier
+            request with the same request id created."""
+            with write_transaction():
+                if request_id:
+                    earlier = earlier_result(request_id, "CreateRun")
+                    if earlier is not None:
+                        return earlier
+                    claim(request_id, "CreateRun", run_id)
+                experiment = self._active_experiment(experiment_id, "create a run")
+                if parent_run_id:
+                    parent = Run.get_or_none(Run.run_id == parent_run_id)
+                    if parent is None or parent.experiment_id != experiment.experiment_id:
+                        raise InvalidArgument(
+                            f"parent run {parent_run_id} does not exist in experiment {experiment_id}: "
+                            "a nested run must belong to its parent's experiment",
+                            reason="INVALID_PARENT_RUN",
+                            field="parent_run_id",
+                            metadata={"parent_run_id": parent_run_id},
+                        )
+                    all_tags[PARENT_RUN_TAG] = parent_run_id
+                artifact_uri = f"{experiment.artifact_location}/{run_id}/artifacts"
+                Run.insert(
+                    run_id=run_id,
+                    experiment=experiment.experiment_id,
+                    run_name=name,
+                    user_id=user_id,
+                    status="RUNNING",
+                    start_time=start,
+                    end_time=None,
+                    artifact_uri=artifact_uri,
+                    lifecycle_stage=ACTIVE,
+                    parent_run_id=parent_run_id or None,
                 ).execute()
+                if all_tags:
+                    RunTag.insert_many(
+                        [{"run": run_id, "key": k, "value": v} for k, v in all_tags.items()]
+                    ).execute()
+                return experiment.experiment_id, artifact_uri
+
+        written = self._retry(insert)  # a concurrent twin of this request id: the retry finds it
+        if isinstance(written, str):
+            return self.get_run(written)
+        experiment_key, artifact_uri = written
         info = RunInfoRecord(
             run_id=run_id,
             run_name=name,
-            experiment_id=str(experiment.experiment_id),
+            experiment_id=str(experiment_key),
             user_id=user_id,
             status="RUNNING",
             start_time=start,
@@ -550,10 +572,13 @@ class TrackingStore:
         metrics: Sequence[MetricPoint],
         params: Sequence[tuple[str, str]],
         tags: Sequence[tuple[str, str]],
+        request_id: str = "",
     ) -> None:
         """All or nothing. Items are validated before anything is written; the first bad one is
-        named in the error (``metrics[12]``)."""
+        named in the error (``metrics[12]``). A batch whose ``request_id`` was already applied
+        writes nothing (a retry after a lost reply)."""
         check_run_id(run_id)
+        check_request_id(request_id)
         for name, items, limit in (
             ("metrics", metrics, MAX_BATCH_METRICS),
             ("params", params, MAX_BATCH_PARAMS),
@@ -593,7 +618,7 @@ class TrackingStore:
             with db.connection_context():
                 _require_active_run(run_id, "log to")
             return
-        self._retry(lambda: self._write_batch(run_id, rows, param_map, tag_map, "params"))
+        self._retry(lambda: self._write_batch(run_id, rows, param_map, tag_map, "params", request_id))
 
     def _commit_metric_group(self, rows: list[tuple[Any, ...]]) -> dict[str, Exception]:
         """One transaction for the LogMetric points of concurrent callers: each run is checked,
@@ -622,8 +647,13 @@ class TrackingStore:
         params: dict[str, str],
         tags: dict[str, str],
         _what: str,
+        request_id: str = "",
     ) -> None:
         with write_transaction():
+            if request_id:
+                if earlier_result(request_id, "LogBatch") is not None:
+                    return  # applied already, by the first delivery of this request
+                claim(request_id, "LogBatch")
             _require_active_run_fast(hot_sql(), run_id)
             if params:
                 existing: dict[str, str] = dict(
@@ -745,6 +775,7 @@ class TrackingStore:
     # Search
     # -----------------------------------------------------------------------------------------
 
+    @querying.search_guard()
     def search_runs(
         self,
         experiment_ids: Sequence[str],
@@ -762,12 +793,6 @@ class TrackingStore:
             )
         eids = sorted({parse_experiment_id(e, "experiment_ids") for e in experiment_ids})
         size = pagination.page_size(page_size, SEARCH_RUNS_DEFAULT_PAGE, SEARCH_RUNS_MAX_PAGE)
-        if len(order_by) > MAX_ORDER_KEYS:
-            raise InvalidArgument(
-                f"order_by may hold at most {MAX_ORDER_KEYS} keys, got {len(order_by)}",
-                reason="INVALID_ORDER_BY",
-                field="order_by",
-            )
         node = parse_and_validate(filter_text, RUNS_SCHEMA)
         keys = parse_order_by(list(order_by), RUNS_SCHEMA)
         ordering = search.run_ordering(keys)
@@ -841,16 +866,26 @@ class TrackingStore:
 
 def _metric_bounds(node: Node | None, key: str) -> list[tuple[str, float]]:
     """Top-level AND comparisons on metric ``key`` (``metrics.rmse < 0.8``): they bound the index
-    range the ordered scan walks (the EXISTS filter still applies them exactly)."""
+    range the ordered scan walks (the EXISTS filter still applies them exactly, so only the
+    tightest lower bound, the tightest upper bound and one ``=`` are kept: a filter may hold a
+    thousand of them, and each would nest the SQL one level deeper)."""
     items = node.items if isinstance(node, And) else (node,) if node is not None else ()
-    return [
-        (c.op, float(c.value))  # type: ignore[arg-type]
-        for c in items
-        if isinstance(c, Comparison)
-        and c.entity == "metric"
-        and c.key == key
-        and c.op in ("<", "<=", ">", ">=", "=")
-    ]
+    lower: tuple[str, float] | None = None
+    upper: tuple[str, float] | None = None
+    equal: tuple[str, float] | None = None
+    for c in items:
+        if not (isinstance(c, Comparison) and c.entity == "metric" and c.key == key):
+            continue
+        bound = (c.op, float(c.value))  # type: ignore[arg-type]
+        if c.op in (">", ">="):
+            if lower is None or (bound[1], bound[0] == ">") > (lower[1], lower[0] == ">"):
+                lower = bound
+        elif c.op in ("<", "<="):
+            if upper is None or (-bound[1], bound[0] == "<") > (-upper[1], upper[0] == "<"):
+                upper = bound
+        elif c.op == "=" and equal is None:
+            equal = bound
+    return [b for b in (lower, upper, equal) if b is not None]
 
 
 def _search_by_one_metric(
@@ -870,6 +905,16 @@ def _search_by_one_metric(
     segment, value, after_id = (cursor[0], cursor[1], cursor[2]) if cursor is not None else (0, 0.0, None)
     if cursor is not None:
         _check_cursor(cursor, 3)
+        # Tokens are not signed: a forged one must not steer the loop below (a huge float
+        # segment would never reach 3) or reach the database with the wrong types.
+        if not (
+            type(segment) is int
+            and 0 <= segment <= 2
+            and isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and isinstance(after_id, str)
+        ):
+            _check_cursor([], 3)
     rows: list[tuple[Any, ...]] = []
     segments: list[int] = []  # the segment of each row, for the cursor
     last: list[Any] | None = None

@@ -25,6 +25,9 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
     "Client": "keel.client",
+    # where the registry's calls go (MLflow's names)
+    "set_registry_uri": "keel._routing",
+    "get_registry_uri": "keel._routing",
     # fluent tracking
     "set_experiment": "keel.fluent",
     "get_experiment_by_name": "keel.fluent",

@@ -11,7 +11,7 @@ import json
 import os
 import posixpath
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from keel._transport import Transport
@@ -30,17 +30,21 @@ def _join(artifact_path: str | None, name: str) -> str:
 
 
 class ArtifactsClientMixin:
-    _transport: Transport
+    _service_transport: Callable[[str], Transport]
+
+    @property
+    def _artifact_transport(self) -> Transport:
+        return self._service_transport("artifacts")
 
     # ---- MLflow-shaped ---------------------------------------------------------------------
     def log_artifact(self, run_id: str, local_path: str, artifact_path: str | None = None) -> FileInfo:
         """Uploads one local file to ``<artifact_path>/<file name>`` of the run."""
         target = _transfer.ref(run_id=run_id, path=_join(artifact_path, os.path.basename(os.path.abspath(local_path))))
-        return _transfer.upload_file(self._transport, target, local_path)
+        return _transfer.upload_file(self._artifact_transport, target, local_path)
 
     def log_artifacts(self, run_id: str, local_dir: str, artifact_path: str | None = None) -> list[FileInfo]:
         """Uploads every file under ``local_dir`` (files in parallel) to ``<artifact_path>/...``."""
-        return _transfer.upload_tree(self._transport, run_id, None, local_dir, artifact_path)
+        return _transfer.upload_tree(self._artifact_transport, run_id, None, local_dir, artifact_path)
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> FileInfo:
         return self._log_bytes(run_id, text.encode("utf-8"), artifact_file)
@@ -81,44 +85,44 @@ class ArtifactsClientMixin:
 
     def _log_bytes(self, run_id: str, data: bytes, artifact_file: str) -> FileInfo:
         target = _transfer.ref(run_id=run_id, path=artifact_file)
-        return _transfer.upload_stream(self._transport, target, lambda: io.BytesIO(data), len(data))
+        return _transfer.upload_stream(self._artifact_transport, target, lambda: io.BytesIO(data), len(data))
 
     def list_artifacts(self, run_id: str, path: str | None = None) -> list[FileInfo]:
         """Direct children of ``path`` (the run's root by default); paths are relative to the run's root."""
-        return _transfer.list_all(self._transport, _transfer.ref(run_id=run_id, path=path), recursive=False)
+        return _transfer.list_all(self._artifact_transport, _transfer.ref(run_id=run_id, path=path), recursive=False)
 
     def download_artifacts(self, run_id: str, path: str = "", dst_path: str | None = None) -> str:
         """Downloads a file or folder of the run into ``dst_path`` (a new temp dir by default);
         returns the local path."""
         dst = dst_path or tempfile.mkdtemp(prefix="keel-artifacts-")
-        return _transfer.download_tree(self._transport, _transfer.ref(run_id=run_id, path=path), dst)
+        return _transfer.download_tree(self._artifact_transport, _transfer.ref(run_id=run_id, path=path), dst)
 
     # ---- keel extras -----------------------------------------------------------------------
     def upload_artifact(
         self, local_path: str, path: str, *, run_id: str | None = None, artifact_uri: str | None = None
     ) -> FileInfo:
         """Uploads ``local_path`` to exactly ``path`` under a run or an artifact URI."""
-        return _transfer.upload_file(self._transport, _transfer.ref(run_id, artifact_uri, path), local_path)
+        return _transfer.upload_file(self._artifact_transport, _transfer.ref(run_id, artifact_uri, path), local_path)
 
     def list_artifacts_under(
         self, *, run_id: str | None = None, artifact_uri: str | None = None, path: str | None = None, recursive: bool = False
     ) -> list[FileInfo]:
         """Like ``list_artifacts``, for a run or an artifact URI, optionally recursive."""
-        return _transfer.list_all(self._transport, _transfer.ref(run_id, artifact_uri, path), recursive=recursive)
+        return _transfer.list_all(self._artifact_transport, _transfer.ref(run_id, artifact_uri, path), recursive=recursive)
 
     def download_artifact_uri(self, artifact_uri: str, dst_path: str | None = None) -> str:
         """Downloads what ``runs:/...`` or a store URI names; returns the local path."""
         dst = dst_path or tempfile.mkdtemp(prefix="keel-artifacts-")
-        return _transfer.download_tree(self._transport, _transfer.ref(artifact_uri=artifact_uri), dst)
+        return _transfer.download_tree(self._artifact_transport, _transfer.ref(artifact_uri=artifact_uri), dst)
 
     def stat_artifact(self, path: str = "", *, run_id: str | None = None, artifact_uri: str | None = None) -> FileInfo:
-        return _transfer.stat(self._transport, _transfer.ref(run_id, artifact_uri, path))
+        return _transfer.stat(self._artifact_transport, _transfer.ref(run_id, artifact_uri, path))
 
     def delete_artifacts(self, path: str = "", *, run_id: str | None = None, artifact_uri: str | None = None) -> int:
         """Deletes a file or a folder (everything under it); returns the number of files deleted."""
-        stub = self._transport.stub(artifacts_pb2_grpc.ArtifactServiceStub)
+        stub = self._artifact_transport.stub(artifacts_pb2_grpc.ArtifactServiceStub)
         request = pb.DeleteArtifactRequest(ref=_transfer.ref(run_id, artifact_uri, path))
-        return int(self._transport.call(stub.DeleteArtifact, request, idempotent=True).deleted_count)
+        return int(self._artifact_transport.call(stub.DeleteArtifact, request, idempotent=True).deleted_count)
 
     def create_presigned_url(
         self, path: str, *, run_id: str | None = None, artifact_uri: str | None = None, method: str = "GET", expires_in: int = 0
@@ -126,26 +130,26 @@ class ArtifactsClientMixin:
         """(URL, expiry in ms since epoch) for direct GET/PUT on the store (S3 only)."""
         if method.upper() not in _PRESIGN:
             raise InvalidArgument(f"method must be GET or PUT, got {method!r}", reason="INVALID_METHOD")
-        stub = self._transport.stub(artifacts_pb2_grpc.ArtifactServiceStub)
+        stub = self._artifact_transport.stub(artifacts_pb2_grpc.ArtifactServiceStub)
         request = pb.CreatePresignedUrlRequest(
             ref=_transfer.ref(run_id, artifact_uri, path), method=_PRESIGN[method.upper()], expires_in_seconds=expires_in
         )
-        response = self._transport.call(stub.CreatePresignedUrl, request, idempotent=True)
+        response = self._artifact_transport.call(stub.CreatePresignedUrl, request, idempotent=True)
         return response.url, response.expiration_time
 
     def resolve_artifact_uri(self, uri: str) -> str:
         """The store URI that ``runs:/<run_id>/<path>`` (or a store URI) designates."""
-        stub = self._transport.stub(artifacts_pb2_grpc.ArtifactServiceStub)
+        stub = self._artifact_transport.stub(artifacts_pb2_grpc.ArtifactServiceStub)
         request = pb.ResolveArtifactUriRequest(uri=uri)
-        return self._transport.call(stub.ResolveArtifactUri, request, idempotent=True).artifact_uri
+        return self._artifact_transport.call(stub.ResolveArtifactUri, request, idempotent=True).artifact_uri
 
     def copy_artifacts(self, source_uri: str, destination_uri: str) -> tuple[int, int]:
         """Server-side copy of a file or folder; returns (file count, total bytes)."""
-        stub = self._transport.stub(artifacts_pb2_grpc.ArtifactServiceStub)
+        stub = self._artifact_transport.stub(artifacts_pb2_grpc.ArtifactServiceStub)
         request = pb.CopyArtifactsRequest(
             source=_transfer.ref(artifact_uri=source_uri), destination=_transfer.ref(artifact_uri=destination_uri)
         )
-        response = self._transport.call(stub.CopyArtifacts, request, idempotent=True)
+        response = self._artifact_transport.call(stub.CopyArtifacts, request, idempotent=True)
         return int(response.file_count), int(response.total_bytes)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import struct
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,10 +167,14 @@ def prediction_of(response: inference_pb2.PredictResponse) -> Prediction:
 
 
 class InferenceClientMixin:
-    _transport: Transport
+    _service_transport: Callable[[str], Transport]
+
+    @property
+    def _inference_transport(self) -> Transport:
+        return self._service_transport("inference")
 
     def _inference(self) -> inference_pb2_grpc.InferenceServiceStub:
-        return self._transport.stub(inference_pb2_grpc.InferenceServiceStub)
+        return self._inference_transport.stub(inference_pb2_grpc.InferenceServiceStub)
 
     def create_deployment(
         self,
@@ -190,7 +194,7 @@ class InferenceClientMixin:
             max_batch_delay_ms=max_batch_delay_ms,
         )
         deployment = Deployment.from_proto(
-            self._transport.call(self._inference().CreateDeployment, request, idempotent=False)
+            self._inference_transport.call(self._inference().CreateDeployment, request, idempotent=False)
         )
         return self.wait_deployment(name, timeout) if wait_ready else deployment
 
@@ -208,20 +212,20 @@ class InferenceClientMixin:
     def get_deployment(self, name: str) -> Deployment:
         request = inference_pb2.GetDeploymentRequest(name=name)
         return Deployment.from_proto(
-            self._transport.call(self._inference().GetDeployment, request, idempotent=True)
+            self._inference_transport.call(self._inference().GetDeployment, request, idempotent=True)
         )
 
     def list_deployments(self, max_results: int | None = None) -> list[Deployment]:
         def fetch(token: str) -> tuple[list[Deployment], str]:
             request = inference_pb2.ListDeploymentsRequest(page_token=token)
-            reply = self._transport.call(self._inference().ListDeployments, request, idempotent=True)
+            reply = self._inference_transport.call(self._inference().ListDeployments, request, idempotent=True)
             return [Deployment.from_proto(d) for d in reply.deployments], reply.next_page_token
 
         return Pager(fetch, limit=max_results).to_list()
 
     def delete_deployment(self, name: str) -> None:
         request = inference_pb2.DeleteDeploymentRequest(name=name)
-        self._transport.call(self._inference().DeleteDeployment, request, idempotent=True)
+        self._inference_transport.call(self._inference().DeleteDeployment, request, idempotent=True)
 
     def predict(
         self,
@@ -234,7 +238,7 @@ class InferenceClientMixin:
         """One prediction; signature violations raise ``InvalidArgument`` (reason SIGNATURE_MISMATCH)."""
         request = predict_request(deployment, data, params, model_version)
         return prediction_of(
-            self._transport.call(self._inference().Predict, request, idempotent=True, timeout=timeout)
+            self._inference_transport.call(self._inference().Predict, request, idempotent=True, timeout=timeout)
         )
 
     def predict_stream(

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import getpass
 import os
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from keel._transport import Transport
+from keel._transport import Transport, new_request_id
 from keel.exceptions import InvalidArgument
 from keel.paging import PagedList, Pager, collect_pages
 from keel.registry.entities import ModelHistoryEvent, ModelVersion, RegisteredModel
@@ -51,12 +50,16 @@ def _tags(tags: Mapping[str, Any] | None, message: Callable[..., T]) -> list[T]:
 
 
 class RegistryClientMixin:
-    _transport: Transport
+    _service_transport: Callable[[str], Transport]
+
+    @property
+    def _registry_transport(self) -> Transport:
+        return self._service_transport("registry")
 
     # ---- plumbing ----------------------------------------------------------------------------
     @property
     def _registry(self) -> registry_pb2_grpc.ModelRegistryServiceStub:
-        return self._transport.stub(registry_pb2_grpc.ModelRegistryServiceStub)
+        return self._registry_transport.stub(registry_pb2_grpc.ModelRegistryServiceStub)
 
     def _registry_call(
         self, method: Callable[..., T], request: Any, *, idempotent: bool, timeout: float | None = None
@@ -64,8 +67,8 @@ class RegistryClientMixin:
         user = current_user()
         metadata = (("x-keel-user", user),) if user else None
         if timeout is None:
-            return self._transport.call(method, request, idempotent=idempotent, metadata=metadata)
-        return self._transport.call(
+            return self._registry_transport.call(method, request, idempotent=idempotent, metadata=metadata)
+        return self._registry_transport.call(
             method, request, idempotent=idempotent, metadata=metadata, timeout=timeout
         )
 
@@ -160,7 +163,7 @@ class RegistryClientMixin:
             tags=_tags(tags, pb.ModelVersionTag),
             description=description or "",
             run_link=run_link or "",
-            request_id=request_id or uuid.uuid4().hex,
+            request_id=request_id or new_request_id(),
             user_id=current_user(),
         )
         response = self._registry_call(

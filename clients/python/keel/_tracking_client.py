@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from keel._transport import Transport
+from keel._transport import Transport, new_request_id
 from keel.entities import Experiment, Metric, Param, Run, RunInfo, RunStatus, RunTag, ViewType
 from keel.exceptions import KeelError, NotFound
 from keel.paging import PagedList
@@ -80,9 +80,9 @@ class AsyncMetricLogger:
                 for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
                     chunk = metrics[start : start + MAX_METRICS_PER_BATCH]
                     try:
-                        self._transport.call(
-                            stub.LogBatch, pb.LogBatchRequest(run_id=run_id, metrics=chunk), idempotent=False
-                        )
+                        # The request id makes the retry after a lost reply safe (written once).
+                        request = pb.LogBatchRequest(run_id=run_id, metrics=chunk, request_id=new_request_id())
+                        self._transport.call(stub.LogBatch, request, idempotent=True)
                     except KeelError as exc:
                         with self._lock:
                             self._errors.append(exc)
@@ -229,10 +229,11 @@ class TrackingClientMixin:
             user_id=user_id if user_id is not None else _default_user(),
             tags=_tags(tags),
             parent_run_id=parent_run_id or "",
+            request_id=new_request_id(),  # a retry after a lost reply returns the same run
         )
         if start_time is not None:
             request.start_time = int(start_time)
-        return Run.from_proto(self._call(self._tracking.CreateRun, request, idempotent=False))
+        return Run.from_proto(self._call(self._tracking.CreateRun, request, idempotent=True))
 
     def get_run(self, run_id: str) -> Run:
         return Run.from_proto(self._call(self._tracking.GetRun, pb.GetRunRequest(run_id=run_id), idempotent=True))
@@ -317,11 +318,12 @@ class TrackingClientMixin:
                 metrics=metric_pbs[:MAX_METRICS_PER_BATCH],
                 params=param_pbs[:MAX_PARAMS_PER_BATCH],
                 tags=tag_pbs[:MAX_TAGS_PER_BATCH],
+                request_id=new_request_id(),  # a retry after a lost reply writes nothing twice
             )
             metric_pbs = metric_pbs[MAX_METRICS_PER_BATCH:]
             param_pbs = param_pbs[MAX_PARAMS_PER_BATCH:]
             tag_pbs = tag_pbs[MAX_TAGS_PER_BATCH:]
-            self._call(self._tracking.LogBatch, request, idempotent=False)
+            self._call(self._tracking.LogBatch, request, idempotent=True)
 
     def flush_async_logging(self) -> None:
         """Waits until queued metric points are sent; raises the first error met."""

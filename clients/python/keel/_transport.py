@@ -7,10 +7,13 @@ raw ``grpc.RpcError``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import random
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -56,15 +59,76 @@ def get_tracking_uri() -> str:
 
 
 def parse_target(uri: str) -> tuple[str, bool]:
-    """``grpc://host:port`` → (``host:port``, secure=False); ``grpcs://`` → secure."""
-    parts = urlsplit(uri)
-    if parts.scheme not in ("grpc", "grpcs") or not parts.hostname:
+    """``grpc://host:port`` → (the gRPC target, secure=False); ``grpcs://`` → secure.
+
+    Several replicas, ``grpc://host1:port1,host2:port2``, become one ``ipv4:``/``ipv6:`` target
+    of their addresses (names resolved now), over which the channel spreads calls round-robin.
+    """
+    scheme, sep, rest = uri.partition("://")
+    hosts = [_host_port(uri, part) for part in rest.split(",")] if sep and scheme in ("grpc", "grpcs") else []
+    if not hosts:
         raise InvalidArgument(
-            f"tracking URI {uri!r} is not supported: use grpc://host:port (or grpcs://host:port for TLS)",
+            f"tracking URI {uri!r} is not supported: use grpc://host:port (or grpcs://host:port for TLS; "
+            "grpc://host1:port1,host2:port2 for replicas)",
             reason="INVALID_TRACKING_URI",
         )
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return f"{host}:{parts.port or 50051}", parts.scheme == "grpcs"
+    secure = scheme == "grpcs"
+    if len(hosts) == 1:
+        host, port = hosts[0]
+        return f"{f'[{host}]' if ':' in host else host}:{port}", secure
+    addresses = [_resolve(uri, host, port) for host, port in hosts]
+    families = {family for family, _ in addresses}
+    if len(families) != 1:
+        raise InvalidArgument(
+            f"tracking URI {uri!r} mixes IPv4 and IPv6 replicas: list replicas of one family",
+            reason="INVALID_TRACKING_URI",
+        )
+    return f"{families.pop()}:{','.join(address for _, address in addresses)}", secure
+
+
+def _has_replicas(target: str) -> bool:
+    """A list of replicas, or a DNS name (which may have several A records); not an IP literal
+    or localhost, where round-robin has nothing to spread over."""
+    if target.startswith(("ipv4:", "ipv6:")):
+        return True
+    host = target.rsplit(":", 1)[0].strip("[]")
+    try:
+        ipaddress.ip_address(host)
+        return False
+    except ValueError:
+        return host != "localhost"
+
+
+def _host_port(uri: str, part: str) -> tuple[str, int]:
+    parts = urlsplit(f"grpc://{part.strip()}")
+    try:
+        port = parts.port or 50051
+    except ValueError:
+        port = 0
+    if not parts.hostname or not port or parts.path or parts.query:
+        raise InvalidArgument(
+            f"tracking URI {uri!r}: {part!r} is not host:port", reason="INVALID_TRACKING_URI"
+        )
+    return parts.hostname, port
+
+
+def _resolve(uri: str, host: str, port: int) -> tuple[str, str]:
+    """("ipv4" or "ipv6", the address as a gRPC ipv4:/ipv6: target lists it)."""
+    try:
+        family, *_, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except OSError as exc:
+        raise InvalidArgument(
+            f"tracking URI {uri!r}: cannot resolve replica {host!r}: {exc}", reason="INVALID_TRACKING_URI"
+        ) from None
+    if family == socket.AF_INET6:
+        return "ipv6", f"[{sockaddr[0]}]:{port}"
+    return "ipv4", f"{sockaddr[0]}:{port}"
+
+
+def new_request_id() -> str:
+    """An idempotency key for one write that the SDK may retry (CreateRun, LogBatch,
+    CreateModelVersion): the server applies it once however often it arrives."""
+    return uuid.uuid4().hex
 
 
 def transport(uri: str | None = None) -> Transport:
@@ -84,7 +148,7 @@ class Transport:
     def __init__(self, uri: str) -> None:
         self.uri = uri
         target, secure = parse_target(uri)
-        options = [
+        options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.keepalive_time_ms", 30000),
@@ -94,6 +158,10 @@ class Transport:
             ("grpc.initial_reconnect_backoff_ms", RECONNECT_INITIAL_MS),
             ("grpc.max_reconnect_backoff_ms", RECONNECT_MAX_MS),
         ]
+        if _has_replicas(target):
+            # Replicas: spread calls over every connected one; a retry after UNAVAILABLE lands on
+            # another replica when one dies.
+            options.append(("grpc.lb_policy_name", "round_robin"))
         self.channel = (
             grpc.secure_channel(target, grpc.ssl_channel_credentials(), options=options)
             if secure

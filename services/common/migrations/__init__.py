@@ -17,9 +17,9 @@ import peewee as pw
 
 from keel_server.common.db import SchemaVersion, db, now_ms
 
-from . import m0001_initial, m0002_serving
+from . import m0001_initial, m0002_serving, m0003_client_requests
 
-MIGRATIONS: list[ModuleType] = [m0001_initial, m0002_serving]
+MIGRATIONS: list[ModuleType] = [m0001_initial, m0002_serving, m0003_client_requests]
 LATEST_VERSION = MIGRATIONS[-1].NUMBER
 
 log = logging.getLogger("keel.migrations")

@@ -118,7 +118,7 @@ def download_artifacts(
     uri, run, path = _source(artifact_uri, run_id, artifact_path)
     dst = os.path.abspath(dst_path) if dst_path else tempfile.mkdtemp(prefix="keel-artifacts-")
     client = _client(tracking_uri)
-    return _transfer.download_tree(client._transport, _transfer.ref(run, uri, path), dst)
+    return _transfer.download_tree(client._artifact_transport, _transfer.ref(run, uri, path), dst)
 
 
 def list_artifacts(
@@ -131,14 +131,14 @@ def list_artifacts(
     from keel.artifacts import _transfer
 
     uri, run, path = _source(artifact_uri, run_id, artifact_path)
-    return _transfer.list_all(_client(tracking_uri)._transport, _transfer.ref(run, uri, path), recursive=False)
+    return _transfer.list_all(_client(tracking_uri)._artifact_transport, _transfer.ref(run, uri, path), recursive=False)
 
 
 def load_text(artifact_uri: str, tracking_uri: str | None = None) -> str:
     """The content of a text artifact (``runs:/<run_id>/notes.txt``)."""
     from keel.artifacts import _transfer
 
-    data = _transfer.read_bytes(_client(tracking_uri)._transport, _transfer.ref(artifact_uri=artifact_uri))
+    data = _transfer.read_bytes(_client(tracking_uri)._artifact_transport, _transfer.ref(artifact_uri=artifact_uri))
     return data.decode("utf-8")
 
 

@@ -59,12 +59,12 @@ def _upload(args: argparse.Namespace) -> int:
     client = _client()
     local = args.local_path
     if os.path.isdir(local):
-        files = _transfer.upload_tree(client._transport, args.run_id, args.artifact_uri, local, args.artifact_path)
+        files = _transfer.upload_tree(client._artifact_transport, args.run_id, args.artifact_uri, local, args.artifact_path)
     else:
         name = os.path.basename(os.path.abspath(local))
         base = _transfer.clean_path(args.artifact_path)
         path = f"{base}/{name}" if base else name
-        files = [_transfer.upload_file(client._transport, _transfer.ref(args.run_id, args.artifact_uri, path), local)]
+        files = [_transfer.upload_file(client._artifact_transport, _transfer.ref(args.run_id, args.artifact_uri, path), local)]
     total = sum(f.file_size or 0 for f in files)
     print(f"uploaded {len(files)} file(s), {total} bytes")
     return 0
@@ -89,7 +89,7 @@ def _list(args: argparse.Namespace) -> int:
 
     client = _client()
     files = _transfer.list_all(
-        client._transport, _transfer.ref(args.run_id, args.artifact_uri, args.artifact_path), recursive=args.recursive
+        client._artifact_transport, _transfer.ref(args.run_id, args.artifact_uri, args.artifact_path), recursive=args.recursive
     )
     emit([asdict(f) for f in files], LIST_COLUMNS, args.json)
     return 0

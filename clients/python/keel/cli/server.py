@@ -23,6 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     server.add_argument("--metrics-port", type=int, help="Prometheus metrics port (0 = off)")
     server.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    for service in ("tracking", "registry", "artifacts", "inference"):
+        server.add_argument(
+            f"--{service}-address",
+            help=f"where the {service} service runs when this process does not run it, handed to clients "
+            f"by discovery: grpc://host:port or grpc://h1:p1,h2:p2 (default ${'KEEL_' + service.upper() + '_ADDRESS'})",
+        )
     server.set_defaults(func=run_server)
 
     db = sub.add_parser("db", help="metadata database maintenance")
@@ -47,6 +53,10 @@ def _settings(args: argparse.Namespace):  # -> Settings (kept lazy: keel_server 
             "http_port",
             "metrics_port",
             "log_level",
+            "tracking_address",
+            "registry_address",
+            "artifacts_address",
+            "inference_address",
         )
     }
     if getattr(args, "services", None):
@@ -57,6 +67,8 @@ def _settings(args: argparse.Namespace):  # -> Settings (kept lazy: keel_server 
 def run_server(args: argparse.Namespace) -> int:
     import peewee
 
+    from keel.exceptions import MissingExtra
+    from keel.extras import require_db_driver
     from keel_server.common import logs
     from keel_server.common.migrations import SchemaOutdated
     from keel_server.common.server import serve
@@ -66,6 +78,11 @@ def run_server(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"keel server: {exc}", file=sys.stderr)
         return 2
+    try:  # one clear line ("... pip install 'keel-ml[postgres]'") instead of a traceback at connect
+        require_db_driver(settings.db_url)
+    except MissingExtra as exc:
+        print(f"keel server: cannot start: {exc.message}", file=sys.stderr)
+        return 1
     logs.configure(settings.log_level, settings.log_json)
     try:
         serve(settings)
@@ -82,13 +99,19 @@ def run_server(args: argparse.Namespace) -> int:
 def run_db_upgrade(args: argparse.Namespace) -> int:
     import peewee
 
+    from keel.exceptions import MissingExtra
+    from keel.extras import require_db_driver
     from keel_server.common import db as dbmod
     from keel_server.common.migrations import LATEST_VERSION, upgrade
 
     try:
         settings = _settings(args)
+        require_db_driver(settings.db_url)
         database = dbmod.open_database(settings.db_url)
         applied = upgrade(database)
+    except MissingExtra as exc:
+        print(f"keel db upgrade: {exc.message}", file=sys.stderr)
+        return 1
     except (ValueError, peewee.PeeweeException) as exc:
         print(f"keel db upgrade: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
         return 1

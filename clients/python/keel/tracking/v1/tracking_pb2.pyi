@@ -747,6 +747,7 @@ class CreateRunRequest(_message.Message):
     USER_ID_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
     PARENT_RUN_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     experiment_id: _builtins.str
     """The experiment; must be active."""
     run_name: _builtins.str
@@ -757,6 +758,11 @@ class CreateRunRequest(_message.Message):
     """Free-text user id."""
     parent_run_id: _builtins.str
     """Optional parent run (same experiment) for nested runs."""
+    request_id: _builtins.str
+    """Optional idempotency key (<= 64 characters), such as a UUID the client made: a second
+    CreateRun with the same key creates nothing and returns the run the first one created, so
+    a retry after a lost reply never creates two runs.
+    """
     @_builtins.property
     def tags(self) -> _containers.RepeatedCompositeFieldContainer[Global___RunTag]:
         """Initial tags."""
@@ -770,10 +776,11 @@ class CreateRunRequest(_message.Message):
         user_id: _builtins.str = ...,
         tags: _abc.Iterable[Global___RunTag] | None = ...,
         parent_run_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_start_time", b"_start_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_start_time", b"_start_time", "experiment_id", b"experiment_id", "parent_run_id", b"parent_run_id", "run_name", b"run_name", "start_time", b"start_time", "tags", b"tags", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_start_time", b"_start_time", "experiment_id", b"experiment_id", "parent_run_id", b"parent_run_id", "request_id", b"request_id", "run_name", b"run_name", "start_time", b"start_time", "tags", b"tags", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__start_time: _TypeAlias = _typing.Literal["start_time"]  # noqa: Y015
     _WhichOneofArgType__start_time: _TypeAlias = _typing.Literal["_start_time", b"_start_time"]  # noqa: Y015
@@ -1028,8 +1035,13 @@ class LogBatchRequest(_message.Message):
     METRICS_FIELD_NUMBER: _builtins.int
     PARAMS_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     """The run id; the run must be active (not deleted)."""
+    request_id: _builtins.str
+    """Optional idempotency key (<= 64 characters): a second LogBatch with the same key writes
+    nothing and succeeds, so a retry after a lost reply never logs a point twice.
+    """
     @_builtins.property
     def metrics(self) -> _containers.RepeatedCompositeFieldContainer[Global___Metric]:
         """Up to 1000 metric points. A point with timestamp 0 gets the server's now."""
@@ -1049,10 +1061,11 @@ class LogBatchRequest(_message.Message):
         metrics: _abc.Iterable[Global___Metric] | None = ...,
         params: _abc.Iterable[Global___Param] | None = ...,
         tags: _abc.Iterable[Global___RunTag] | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["metrics", b"metrics", "params", b"params", "run_id", b"run_id", "tags", b"tags"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["metrics", b"metrics", "params", b"params", "request_id", b"request_id", "run_id", b"run_id", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
