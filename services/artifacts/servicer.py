@@ -12,6 +12,7 @@ from keel.artifacts.v1 import artifacts_pb2 as pb
 from keel.artifacts.v1 import artifacts_pb2_grpc
 from keel_server.artifacts.store import ArtifactRepository, Location
 from keel_server.artifacts.stores import ObjectInfo
+from keel_server.common import metrics
 from keel_server.common.app import App
 from keel_server.common.errors import InvalidArgument
 
@@ -78,23 +79,28 @@ class ArtifactServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
                     raise InvalidArgument(
                         "an upload has one header, then chunks, then at most one trailer", reason="UNEXPECTED_MESSAGE"
                     )
-            return _file_info(session.commit())
+            info = session.commit()
         except BaseException:
             # Client cancelled, stream broke, a check failed: nothing may be left behind.
             session.abort()
             raise
+        metrics.artifact_bytes("in", info.size)
+        return _file_info(info)
 
     def DownloadArtifact(  # type: ignore[override]  # chunks go out pre-serialised (see _method_handlers)
         self, request: pb.DownloadArtifactRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.DownloadArtifactResponse | bytes]:
         info, chunks = self.repo.download(self._locate(request.ref), request.offset)
+        sent = 0
         try:
             yield pb.DownloadArtifactResponse(
                 header=pb.DownloadHeader(file_size=info.size, sha256=info.sha256, offset=request.offset)
             )
             for chunk in chunks:
                 yield frame_chunk(chunk)  # a serialised DownloadArtifactResponse{chunk}
+                sent += len(chunk)  # handed to gRPC (a local sum; the counter moves once a call)
         finally:
+            metrics.artifact_bytes("out", sent)
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()

@@ -15,12 +15,14 @@ import logging
 import os
 import tempfile
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from keel.models.utils import ColumnBlock
+from keel_server.common import metrics
 from keel_server.common.db import now_ms
 from keel_server.common.errors import FailedPrecondition, KeelError, NotFound, Unavailable
 from keel_server.inference.batching import MicroBatcher
@@ -148,6 +150,8 @@ class InferenceRuntime:
                 ]
                 for dep in gone:
                     del self._live[dep.name]
+                    if dep.name not in records:
+                        metrics.forget_deployment(dep.name)
                 for name, record in records.items():
                     if name not in self._live:
                         self._live[name] = self._new_live(record)
@@ -190,9 +194,11 @@ class InferenceRuntime:
 
     def _load(self, dep: LiveDeployment, resolution: Resolution) -> None:
         folder = os.path.join(self.cache_dir, dep.name, f"{resolution.version}-{uuid.uuid4().hex[:8]}")
+        started = time.perf_counter()
         try:
             model_dir = self.resolver.fetch(resolution, folder)
             served = load_served_model(model_dir, resolution.model_name, resolution.version, warm=self._warm)
+            metrics.model_loaded(dep.name, time.perf_counter() - started)
         except Exception as exc:  # noqa: BLE001 - a bad model never takes the server down
             remove_quietly(folder)
             text = _error_text(exc)
@@ -254,6 +260,7 @@ class InferenceRuntime:
         self.source.delete(name)
         with self._lock:
             dep = self._live.pop(name, None)
+        metrics.forget_deployment(name)
         if dep is not None:
             self._unload(dep)
 
@@ -320,14 +327,21 @@ class InferenceRuntime:
     @staticmethod
     def predict(dep: LiveDeployment, served: ServedModel, data: Any, params: dict[str, Any] | None) -> Any:
         """Runs ``served`` (from ``model_for``) on decoded input, through the micro-batcher when
-        the deployment has one and the request is a small parameterless table."""
+        the deployment has one and the request is a small parameterless table. Every protocol
+        (keel Predict, KServe v2 ModelInfer, HTTP /invocations) comes through here: the predict
+        metrics of the deployment are recorded here."""
+        started = time.perf_counter()
+        rows = metrics.row_count(data)
         batcher = dep.batcher
         if batcher is not None and isinstance(data, ColumnBlock):
             data = data.to_frame()  # the batcher merges DataFrames
         if batcher is not None and not params and _is_frame(data) and len(data) < batcher.max_rows:
             checked, _ = served.enforce(data, None)
-            return batcher.submit(served, checked).result()
-        return served.predict(data, params)
+            output = batcher.submit(served, checked).result()
+        else:
+            output = served.predict(data, params)
+        metrics.predicted(dep.name, time.perf_counter() - started, rows)
+        return output
 
     def _view(self, dep: LiveDeployment) -> DeploymentView:
         served = dep.current
