@@ -32,6 +32,7 @@ from keel_server.common.interceptors import KeelServerInterceptor
 from keel_server.common.memory import tune_allocator
 from keel_server.common.metrics import serve_metrics
 from keel_server.common.migrations import ensure_current
+from keel_server.common.sweeper import PeriodicSweeper, sweep_interval
 
 log = logging.getLogger("keel.server")
 
@@ -71,30 +72,15 @@ class RunningServer:
                 log.exception("shutdown hook failed")
 
 
-def sweep_interval(stale_seconds: float) -> float:
-    """Seconds between periodic sweeps: a quarter of the stale age, between 1 s and 10 min."""
-    return min(max(stale_seconds / 4, 1.0), 600.0)
-
-
-class UploadSweeper:
+class UploadSweeper(PeriodicSweeper):
     """Removes what dead uploads left in the artifact store (``ArtifactStore.sweep`` with
-    ``settings.stale_upload_seconds``): once at start, then every ``sweep_interval``, on a
-    daemon thread so an unreachable store never delays start or exit. ``stop`` (a shutdown hook)
-    ends it."""
+    ``settings.stale_upload_seconds``)."""
+
+    thread_name = "keel-upload-sweeper"
 
     def __init__(self, app: App) -> None:
+        super().__init__(sweep_interval(app.settings.stale_upload_seconds))
         self.app = app
-        self.interval = sweep_interval(app.settings.stale_upload_seconds)
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="keel-upload-sweeper", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopped.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=1.0)  # mid-sweep on a slow store: left to end as a daemon
 
     def run_once(self) -> int:
         """One sweep; the number of leftovers removed (0 when the store failed: logged), also
@@ -106,11 +92,6 @@ class UploadSweeper:
             return 0
         metrics.sweeper_action("uploads", "removed", removed)
         return removed
-
-    def _loop(self) -> None:
-        while not self._stopped.is_set():
-            self.run_once()
-            self._stopped.wait(self.interval)
 
 
 def open_app(settings: Settings) -> App:

@@ -1,4 +1,4 @@
-"""The registration sweeper: one per registry server, on a daemon thread.
+"""The registration sweeper: one per registry server.
 
 A server that dies while it copies a new version's files leaves the version
 PENDING_REGISTRATION. Every registry replica sweeps for such versions (untouched for
@@ -10,35 +10,22 @@ FAILED_REGISTRATION within about the timeout plus one interval.
 from __future__ import annotations
 
 import logging
-import threading
 
 from keel_server.common import metrics
 from keel_server.common.app import App
+from keel_server.common.sweeper import PeriodicSweeper, sweep_interval
 from keel_server.registry.store import RegistryStore
 
 log = logging.getLogger("keel.registry")
 
 
-def sweep_interval(timeout_seconds: float) -> float:
-    """A quarter of the timeout, between 1 s and 5 min."""
-    return min(max(timeout_seconds / 4, 1.0), 300.0)
+class RegistrationSweeper(PeriodicSweeper):
+    thread_name = "keel-registration-sweeper"
 
-
-class RegistrationSweeper:
     def __init__(self, app: App, store: RegistryStore) -> None:
+        super().__init__(sweep_interval(app.settings.registration_timeout_seconds))
         self.store = store
         self.stale_after_ms = int(app.settings.registration_timeout_seconds * 1000)
-        self.interval = sweep_interval(app.settings.registration_timeout_seconds)
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="keel-registration-sweeper", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopped.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=1.0)  # mid-copy on a slow store: left to end as a daemon
 
     def run_once(self) -> tuple[int, int]:
         """One sweep: (finished, failed); (0, 0) when the database failed (logged)."""
@@ -50,8 +37,3 @@ class RegistrationSweeper:
         metrics.sweeper_action("registrations", "finished", finished)
         metrics.sweeper_action("registrations", "failed", failed)
         return finished, failed
-
-    def _loop(self) -> None:
-        while not self._stopped.is_set():
-            self.run_once()
-            self._stopped.wait(self.interval)
