@@ -20,6 +20,7 @@ from keel.artifacts._transfer import FileInfo
 from keel.artifacts.v1 import artifacts_pb2 as pb
 from keel.artifacts.v1 import artifacts_pb2_grpc
 from keel.exceptions import InvalidArgument
+from keel.extras import require
 
 _PRESIGN = {"GET": pb.PRESIGN_METHOD_GET, "PUT": pb.PRESIGN_METHOD_PUT}
 
@@ -154,7 +155,7 @@ class ArtifactsClientMixin:
 
 
 def _to_pil(image: Any) -> Any:
-    from PIL import Image
+    Image = require("PIL.Image", "eval", purpose="keel.log_image encodes images with it")  # noqa: N806 - the module's usual name
 
     if isinstance(image, Image.Image):
         return image

@@ -84,6 +84,12 @@ class Internal(KeelError):
     code = grpc.StatusCode.INTERNAL
 
 
+class DataLoss(KeelError):
+    """Stored data is gone (a READY model version whose files were removed outside keel)."""
+
+    code = grpc.StatusCode.DATA_LOSS
+
+
 # MLflow users catch this name.
 MlflowException = KeelError
 
@@ -102,6 +108,7 @@ _BY_CODE: dict[grpc.StatusCode, type[KeelError]] = {
         DeadlineExceeded,
         Unimplemented,
         Internal,
+        DataLoss,
     )
 }
 
@@ -138,3 +145,29 @@ def from_rpc_error(error: grpc.RpcError) -> KeelError:
     if cls is KeelError:
         err.code = code
     return err
+
+
+class MissingExtra(FailedPrecondition, ImportError):
+    """An optional package is not installed; the message names the ``keel-ml`` extra that brings
+    it (``pip install 'keel-ml[sklearn]'``). Raised by ``keel.extras.require``; it is also an
+    ``ImportError``, so code that guards an optional import keeps working."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        extra: str = "",
+        package: str = "",
+        reason: str = "MISSING_EXTRA",
+        metadata: Mapping[str, str] | None = None,
+        request_id: str = "",
+        field: str = "",
+    ) -> None:
+        info = dict(metadata or {})
+        if extra:
+            info.setdefault("extra", extra)
+        if package:
+            info.setdefault("package", package)
+        super().__init__(message, reason=reason, metadata=info, request_id=request_id, field=field)
+        self.extra = extra
+        self.package = package

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from keel.exceptions import InvalidArgument, NotFound
+from keel.extras import require
 from keel.models.environment import pinned
 from keel.models.model import (
     Model,
@@ -36,6 +36,11 @@ from keel.models.serialization import pickle_local_code_by_value
 from keel.models.signature import ModelSignature
 from keel.models.uri import resolve_model_uri
 from keel.models.utils import is_dataframe, to_numpy
+
+if TYPE_CHECKING:
+    import torch
+else:  # without torch: MissingExtra "torch is not installed (...): pip install 'keel-ml[pytorch]'"
+    torch = require("torch", "pytorch", purpose="needed by keel.pytorch and to load PyTorch models")
 
 FLAVOR_NAME = "pytorch"
 LOADER_MODULE = "keel.pytorch"

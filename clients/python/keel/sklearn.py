@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from keel.exceptions import InvalidArgument
+from keel.extras import require
 from keel.models import serialization
 from keel.models.environment import installed_version, pinned
 from keel.models.model import (
@@ -38,6 +39,12 @@ LOADER_MODULE = "keel.sklearn"
 PICKLE_FILE = "model.pkl"
 # both are read with the standard unpickler; MLflow's "skops" format needs skops, which keel does not use
 SERIALIZATION_FORMATS = ("cloudpickle", "pickle")
+
+
+def _require_sklearn(purpose: str) -> None:
+    """scikit-learn, or ``MissingExtra``: "scikit-learn is not installed (...): pip install
+    'keel-ml[sklearn]'" (a pickled estimator would otherwise fail deep inside the unpickler)."""
+    require("sklearn", "sklearn", purpose=purpose)
 
 
 def _pickled_objects(sk_model: Any) -> list[Any]:
@@ -73,6 +80,7 @@ def save_model(
     ``predict_method`` (MLflow's name: ``pyfunc_predict_fn``) picks what pyfunc ``predict``
     calls, e.g. ``"predict_proba"``.
     """
+    _require_sklearn("needed to save scikit-learn models")
     if predict_method and pyfunc_predict_fn and predict_method != pyfunc_predict_fn:
         raise InvalidArgument("give predict_method or pyfunc_predict_fn, not both", reason="INVALID_ARGUMENT")
     method = predict_method or pyfunc_predict_fn or "predict"
@@ -156,6 +164,7 @@ def _load_from_dir(model_dir: str, meta: Model) -> Any:
             f"the model at {model_dir!r} is serialized as {fmt!r}; keel reads {SERIALIZATION_FORMATS}",
             reason="UNSUPPORTED_FORMAT",
         )
+    _require_sklearn("needed to load scikit-learn models")
     add_code_to_sys_path(model_dir, conf)
     return serialization.load(os.path.join(model_dir, conf.get("pickled_model", PICKLE_FILE)))
 

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from keel.autologging import KeelAutologgingWarning
+from keel.extras import require
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ def autolog(
             _unpatch_all()
             _settings = None
             return
+        require("sklearn", "sklearn", purpose="needed for scikit-learn autologging")
         _settings = AutologSettings(
             log_models=log_models,
             log_input_examples=log_input_examples,

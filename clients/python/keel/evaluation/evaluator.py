@@ -13,7 +13,13 @@ import numpy as np
 
 from keel.evaluation import plots
 from keel.evaluation.data import EvalData, prepare_data
-from keel.evaluation.metrics import AVERAGES, class_layout, classifier_metrics, regressor_metrics
+from keel.evaluation.metrics import (
+    AVERAGES,
+    class_layout,
+    classifier_metrics,
+    regressor_metrics,
+    sklearn_metrics,
+)
 from keel.evaluation.predictors import Predictor, resolve_predictor
 from keel.evaluation.validation import (
     MetricThreshold,
@@ -22,6 +28,7 @@ from keel.evaluation.validation import (
     plan_thresholds,
 )
 from keel.exceptions import InvalidArgument
+from keel.extras import require
 
 MODEL_TYPES = ("classifier", "regressor")
 # Table of per-row predictions, in the {"columns": [...], "data": [...]} layout of mlflow.log_table.
@@ -237,6 +244,10 @@ def evaluate(
             f"model_type must be 'classifier' or 'regressor', got {model_type!r}", reason="INVALID_MODEL_TYPE"
         )
     config = _parse_config(evaluator_config)
+    # before predicting or logging anything: a missing package is MissingExtra naming keel-ml[eval]
+    sklearn_metrics()
+    if config.log_plots:
+        require("matplotlib.figure", "eval", purpose=plots.PLOTS_PURPOSE)
     plan = plan_thresholds(
         validation_thresholds, model_type, baseline_model is not None, config.metric_prefix
     )

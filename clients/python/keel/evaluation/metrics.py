@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from keel.exceptions import InvalidArgument
+from keel.extras import require
 
 AVERAGES = ("weighted", "macro", "micro")
 
@@ -94,6 +95,10 @@ class ClassLayout:
     def is_binary(self) -> bool:
         return self.pos_label is not None
 
+def sklearn_metrics() -> Any:
+    """``sklearn.metrics``, or ``MissingExtra`` naming ``keel-ml[eval]``."""
+    return require("sklearn.metrics", "eval", purpose="keel.evaluate computes its metrics with it")
+
 
 def class_layout(
     y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[Any] | None = None, pos_label: Any = None
@@ -154,7 +159,7 @@ def classifier_metrics(
     Multiclass ``precision_score``/``recall_score``/``f1_score`` use ``average`` (MLflow's
     default: weighted) and every average also has its own name (``f1_score_macro``...).
     """
-    from sklearn import metrics as skm
+    skm = sklearn_metrics()
 
     if average not in AVERAGES:
         raise InvalidArgument(
@@ -206,7 +211,7 @@ def _probability_metrics(
 ) -> dict[str, float]:
     """log_loss, roc_auc (and binary precision_recall_auc). A metric that is undefined on this
     data (one class only in the targets, say) is left out rather than logged as garbage."""
-    from sklearn import metrics as skm
+    skm = sklearn_metrics()
 
     out: dict[str, float] = {}
     if set(np.unique(y_true).tolist()) - set(classes):
@@ -241,7 +246,7 @@ def _probability_metrics(
 
 def regressor_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     """MLflow's regressor metrics, computed with scikit-learn."""
-    from sklearn import metrics as skm
+    skm = sklearn_metrics()
 
     try:
         y_true = np.asarray(y_true, dtype=float)

@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from keel.evaluation.metrics import sklearn_metrics
+from keel.extras import require
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -22,12 +25,15 @@ MAX_CURVE_CLASSES = 10
 MAX_SCATTER_POINTS = 20_000
 
 
-def _figure(width: float = 6.0, height: float = 5.0) -> Figure:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+# why matplotlib is needed, as MissingExtra's message says it
+PLOTS_PURPOSE = "keel.evaluate draws its plots with it; evaluator_config={'log_plots': False} skips them"
 
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
+
+def _figure(width: float = 6.0, height: float = 5.0) -> Figure:
+    canvas = require("matplotlib.backends.backend_agg", "eval", purpose=PLOTS_PURPOSE)
+    figure = require("matplotlib.figure", "eval", purpose=PLOTS_PURPOSE)
+    fig: Figure = figure.Figure(figsize=(width, height), dpi=100)
+    canvas.FigureCanvasAgg(fig)
     return fig
 
 
@@ -39,7 +45,7 @@ def _png(fig: Figure) -> bytes:
 
 
 def confusion_matrix_png(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[Any]) -> bytes:
-    from sklearn.metrics import confusion_matrix
+    confusion_matrix = sklearn_metrics().confusion_matrix
 
     cm = confusion_matrix(y_true, y_pred, labels=list(labels))
     n = len(labels)
@@ -89,7 +95,8 @@ def _one_vs_rest(
 def roc_curve_png(
     y_true: np.ndarray, y_proba: np.ndarray, classes: Sequence[Any], pos_label: Any
 ) -> bytes | None:
-    from sklearn.metrics import auc, roc_curve
+    skm = sklearn_metrics()
+    auc, roc_curve = skm.auc, skm.roc_curve
 
     curves = _one_vs_rest(y_true, y_proba, classes, pos_label)
     if not curves:
@@ -110,7 +117,8 @@ def roc_curve_png(
 def precision_recall_curve_png(
     y_true: np.ndarray, y_proba: np.ndarray, classes: Sequence[Any], pos_label: Any
 ) -> bytes | None:
-    from sklearn.metrics import auc, precision_recall_curve
+    skm = sklearn_metrics()
+    auc, precision_recall_curve = skm.auc, skm.precision_recall_curve
 
     curves = _one_vs_rest(y_true, y_proba, classes, pos_label)
     if not curves:
