@@ -139,3 +139,20 @@ def test_replica_list_uri_keeps_working_when_one_replica_stops(tmp_path: Path) -
             name = f"replicated-{uuid.uuid4().hex[:8]}"
             assert client.get_registered_model(client.create_registered_model(name).name).name == name
     routing.forget_discovered()
+
+
+@pytest.mark.parametrize(
+    ("uri", "spreads"),
+    [
+        ("grpc://127.0.0.1:5001", False),
+        ("grpc://localhost:5001", False),
+        ("grpc://[::1]:5001", False),
+        ("grpc://keel-tracking-headless.keel.svc.cluster.local:50051", True),  # several A records
+        ("grpc://127.0.0.1:5001,127.0.0.1:5002", True),
+    ],
+)
+def test_replica_lists_and_dns_names_spread_round_robin(uri: str, spreads: bool) -> None:
+    from keel._transport import _has_replicas, parse_target
+
+    target, _ = parse_target(uri)
+    assert _has_replicas(target) is spreads
