@@ -58,6 +58,9 @@ def get_tracking_uri() -> str:
     return _tracking_uri or os.environ.get("KEEL_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
+_URI_FORMS = "use grpc://host:port (or grpcs://host:port for TLS; grpc://host1:port1,host2:port2 for replicas)"
+
+
 def parse_target(uri: str) -> tuple[str, bool]:
     """``grpc://host:port`` → (the gRPC target, secure=False); ``grpcs://`` → secure.
 
@@ -67,11 +70,7 @@ def parse_target(uri: str) -> tuple[str, bool]:
     scheme, sep, rest = uri.partition("://")
     hosts = [_host_port(uri, part) for part in rest.split(",")] if sep and scheme in ("grpc", "grpcs") else []
     if not hosts:
-        raise InvalidArgument(
-            f"tracking URI {uri!r} is not supported: use grpc://host:port (or grpcs://host:port for TLS; "
-            "grpc://host1:port1,host2:port2 for replicas)",
-            reason="INVALID_TRACKING_URI",
-        )
+        raise InvalidArgument(f"tracking URI {uri!r} is not supported: {_URI_FORMS}", reason="INVALID_TRACKING_URI")
     secure = scheme == "grpcs"
     if len(hosts) == 1:
         host, port = hosts[0]
@@ -107,7 +106,7 @@ def _host_port(uri: str, part: str) -> tuple[str, int]:
         port = 0
     if not parts.hostname or not port or parts.path or parts.query:
         raise InvalidArgument(
-            f"tracking URI {uri!r}: {part!r} is not host:port", reason="INVALID_TRACKING_URI"
+            f"tracking URI {uri!r}: {part!r} is not host:port; {_URI_FORMS}", reason="INVALID_TRACKING_URI"
         )
     return parts.hostname, port
 
