@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 PROTOC = PATH=$(abspath $(VENV))/bin:$$PATH $(abspath $(PY)) -m grpc_tools.protoc -I protos
 
 .PHONY: venv proto proto-check lint test serve demo clean distclean bench-venv \
-        bench-tracking bench-artifacts bench-registry bench-inference
+        bench-tracking bench-artifacts bench-registry bench-inference bench-filters
 
 # ---------------------------------------------------------------- environment
 venv: $(STAMP)
@@ -99,6 +99,10 @@ $(BENCH_STAMP):
 
 bench-tracking bench-artifacts bench-registry bench-inference: bench-%: $(STAMP) $(BENCH_STAMP)
 	$(PY) bench/bench_$*.py
+
+# What the search filter limits cost (no MLflow anchor: it measures keel against itself).
+bench-filters: $(STAMP)
+	$(PY) bench/bench_filter_limits.py
 
 # ---------------------------------------------------------------- cleanup
 clean:
