@@ -501,6 +501,8 @@ class SearchRegisteredModelsRequest(_message.Message):
     def order_by(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Order keys: `name`, `creation_timestamp`, `last_updated_timestamp` with ASC/DESC;
         default `name ASC`.
+        The filter and order keys follow the limits of SearchRuns (FILTER_TOO_COMPLEX beyond them:
+        1,000 comparisons, nesting depth 32, 1,000 values per IN list, 5 order keys).
         """
 
     def __init__(
@@ -826,6 +828,8 @@ class SearchModelVersionsRequest(_message.Message):
     def order_by(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Order keys: `name`, `version_number`, `creation_timestamp`, `last_updated_timestamp`
         with ASC/DESC; default `name ASC, version_number DESC`.
+        The filter and order keys follow the limits of SearchRuns (FILTER_TOO_COMPLEX beyond them:
+        1,000 comparisons, nesting depth 32, 1,000 values per IN list, 5 order keys).
         """
 
     def __init__(

@@ -1212,7 +1212,10 @@ class SearchRunsRequest(_message.Message):
     (=, !=, LIKE, ILIKE, IN, NOT IN, IS NULL, IS NOT NULL), `attributes.<name>` with name in
     run_id, run_name, status, user_id, artifact_uri (string ops) or start_time, end_time
     (numeric). Keys with special characters are quoted with backticks. A bad filter is
-    INVALID_ARGUMENT with the character position of the error.
+    INVALID_ARGUMENT with the character position of the error. Integers must fit in 64 bits.
+    Limits (INVALID_ARGUMENT, reason FILTER_TOO_COMPLEX, naming the limit and the value found):
+    65,536 characters, 1,000 comparisons, nesting depth 32, 1,000 values per IN list and
+    10,000 values in all; at most 5 order_by keys.
     """
     run_view_type: Global___ViewType.ValueType
     """ACTIVE_ONLY (default), DELETED_ONLY or ALL."""
