@@ -233,9 +233,9 @@ def check_run_name(name: str, field_name: str = "run_name") -> None:
 def parse_experiment_id(experiment_id: str, field_name: str = "experiment_id") -> int:
     """Experiment ids are decimal digits (``"0"`` is the Default experiment)."""
     text = str(experiment_id).strip()
-    if not text.isdigit() or len(text) > 18:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:  # '²' is a digit to isdigit()
         raise InvalidArgument(
-            f"experiment_id {experiment_id!r} is not valid: experiment ids are decimal digits such as '0' or '12'",
+            f"experiment_id {quote(experiment_id)} is not valid: experiment ids are decimal digits such as '0' or '12'",
             reason="INVALID_EXPERIMENT_ID",
             field=field_name,
             metadata={"experiment_id": str(experiment_id)[:64]},

@@ -179,3 +179,19 @@ def test_defect11_errors_and_log_lines_quote_a_bounded_part_of_huge_input(tmp_pa
     failed = [json.loads(line) for line in lines if line.startswith("{") and '"code": "INVALID_ARGUMENT"' in line]
     assert len(failed) >= len(_huge_calls(grpc.insecure_channel("127.0.0.1:1")))
     assert max(len(line) for line in lines) < LOG_LINE_BOUND
+
+
+@pytest.mark.parametrize("experiment_id", ["²", "١٢", "9" * 19])
+def test_non_ascii_or_huge_digit_experiment_ids_are_invalid_argument(server: ServerHandle, experiment_id: str) -> None:
+    stub = tracking_pb2_grpc.TrackingServiceStub(grpc.insecure_channel(f"127.0.0.1:{server.port}"))
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GetExperiment(tracking_pb2.GetExperimentRequest(experiment_id=experiment_id))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize("version", ["²", 2**64, "0"])
+def test_sdk_refuses_versions_it_could_not_send(version: object) -> None:
+    from keel._registry_client import _version
+
+    with pytest.raises(InvalidArgument):
+        _version(version)  # type: ignore[arg-type]

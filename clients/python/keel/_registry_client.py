@@ -36,9 +36,10 @@ def current_user() -> str:
 def _version(version: int | str) -> int:
     """MLflow passes versions as int or digit strings; both are accepted."""
     text = str(version).strip()
-    if isinstance(version, bool) or not text.isdigit() or int(text) < 1:
+    ascii_digits = text.isascii() and text.isdigit()  # '²' is a digit to isdigit(), not to int()
+    if isinstance(version, bool) or not ascii_digits or not 1 <= int(text) < 2**63:
         raise InvalidArgument(
-            f"version must be a positive version number such as 3 or '3', got {version!r}",
+            f"version must be a version number from 1 to 2^63-1 such as 3 or '3', got {version!r}",
             reason="INVALID_VERSION",
             field="version",
         )
