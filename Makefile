@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 
 PROTOC = PATH=$(abspath $(VENV))/bin:$$PATH $(abspath $(PY)) -m grpc_tools.protoc -I protos
 
-.PHONY: venv proto proto-check lint test serve demo clean distclean bench-venv \
+.PHONY: venv proto proto-check lint test fuzz serve demo clean distclean bench-venv \
         bench-tracking bench-artifacts bench-registry bench-inference bench-filters
 
 # ---------------------------------------------------------------- environment
@@ -78,6 +78,11 @@ lint: $(STAMP) $(BUF)
 # with_services.sh checks PostgreSQL + MariaDB and runs a private SeaweedFS S3 server.
 test: $(STAMP) proto-check
 	scripts/with_services.sh $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# Longer fuzzing (issue #20): 5,000 hypothesis examples per filter property and 300 requests per
+# RPC; `make test` runs the bounded pass (200 examples, 15 requests per RPC). KEEL_FUZZ_SEED replays a seed.
+fuzz: $(STAMP)
+	KEEL_FUZZ_PROFILE=fuzz KEEL_FUZZ_CALLS=300 scripts/with_services.sh $(PY) -m pytest -q -p no:cacheprovider tests/fuzz
 
 # ---------------------------------------------------------------- run
 # All services on 127.0.0.1:50051 over sqlite:///keel.db and file://./keel-artifacts.
