@@ -34,8 +34,8 @@ _V2_MODULE = "keel.inference.v2.grpc_predict_v2_pb2"
 
 
 @functools.cache
-def messages() -> dict[str, Any]:
-    """The v2 message classes by short name, from a private descriptor pool."""
+def private_pool() -> descriptor_pool.DescriptorPool:
+    """A descriptor pool of its own holding the v2 protocol (service and messages)."""
     spec = importlib.util.find_spec(_V2_MODULE)
     if spec is None or spec.origin is None:
         raise RuntimeError(f"cannot find {_V2_MODULE}: regenerate the stubs with `make proto`")
@@ -53,12 +53,15 @@ def messages() -> dict[str, Any]:
     assert isinstance(serialized, bytes)
     pool = descriptor_pool.DescriptorPool()
     pool.Add(descriptor_pb2.FileDescriptorProto.FromString(serialized))
-    names = [
-        "ServerLiveRequest", "ServerLiveResponse", "ServerReadyRequest", "ServerReadyResponse",
-        "ModelReadyRequest", "ModelReadyResponse", "ServerMetadataRequest", "ServerMetadataResponse",
-        "ModelMetadataRequest", "ModelMetadataResponse", "ModelInferRequest", "ModelInferResponse",
-    ]  # fmt: skip
-    return {n: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"inference.{n}")) for n in names}
+    return pool
+
+
+@functools.cache
+def messages() -> dict[str, Any]:
+    """The v2 message classes by short name, from the private descriptor pool."""
+    service = private_pool().FindServiceByName(SERVICE)
+    types = [t for m in service.methods for t in (m.input_type, m.output_type)]
+    return {t.name: message_factory.GetMessageClass(t) for t in types}
 
 
 class KServeServicer:

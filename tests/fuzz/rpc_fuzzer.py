@@ -32,8 +32,10 @@ SERVICE_MODULES = (
     "keel.artifacts.v1.artifacts_pb2",
     "keel.inference.v1.inference_pb2",
     "keel.discovery.v1.discovery_pb2",
-    "keel.inference.v2.grpc_predict_v2_pb2",
 )
+# KServe v2 comes from the inference server's private descriptor pool: importing its generated
+# module would put 'inference.*' in protobuf's default pool, where tritonclient (used by other
+# tests in the same process) registers the same symbols.
 
 # Status codes a keel server documents; anything else (UNKNOWN, INTERNAL, DEADLINE_EXCEEDED,
 # CANCELLED from the server, UNIMPLEMENTED) fails the fuzz test.
@@ -77,20 +79,26 @@ class Rpc:
 
 
 def all_rpcs() -> list[Rpc]:
-    """Every RPC of every service in :data:`SERVICE_MODULES`, in declaration order."""
+    """Every RPC of every service in :data:`SERVICE_MODULES` and of KServe v2, in declaration order."""
+    from keel_server.inference import kserve
+
+    services = [
+        service
+        for name in SERVICE_MODULES
+        for service in importlib.import_module(name).DESCRIPTOR.services_by_name.values()
+    ]
+    services.append(kserve.private_pool().FindServiceByName(kserve.SERVICE))
     rpcs: list[Rpc] = []
-    for name in SERVICE_MODULES:
-        module = importlib.import_module(name)
-        for service in module.DESCRIPTOR.services_by_name.values():
-            for method in service.methods:
-                rpcs.append(
-                    Rpc(
-                        path=f"/{service.full_name}/{method.name}",
-                        method=method,
-                        request_class=message_factory.GetMessageClass(method.input_type),
-                        response_class=message_factory.GetMessageClass(method.output_type),
-                    )
+    for service in services:
+        for method in service.methods:
+            rpcs.append(
+                Rpc(
+                    path=f"/{service.full_name}/{method.name}",
+                    method=method,
+                    request_class=message_factory.GetMessageClass(method.input_type),
+                    response_class=message_factory.GetMessageClass(method.output_type),
                 )
+            )
     return rpcs
 
 
