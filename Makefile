@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 
 PROTOC = PATH=$(abspath $(VENV))/bin:$$PATH $(abspath $(PY)) -m grpc_tools.protoc -I protos
 
-.PHONY: venv proto proto-check lint test fuzz serve demo clean distclean bench-venv \
+.PHONY: venv proto proto-check lint test fuzz test-chaos serve demo clean distclean bench-venv \
         bench-tracking bench-artifacts bench-registry bench-inference bench-filters
 
 # ---------------------------------------------------------------- environment
@@ -83,6 +83,12 @@ test: $(STAMP) proto-check
 # RPC; `make test` runs the bounded pass (200 examples, 15 requests per RPC). KEEL_FUZZ_SEED replays a seed.
 fuzz: $(STAMP)
 	KEEL_FUZZ_PROFILE=fuzz KEEL_FUZZ_CALLS=300 scripts/with_services.sh $(PY) -m pytest -q -p no:cacheprovider tests/fuzz
+
+# The chaos suite at full length (issue #20): repeated SIGKILLs, database outages and a 60 s
+# soak of 16 mixed clients; `make test` runs its bounded variants. Regenerates the figures of
+# docs/reliability.md from build/chaos-report.json.
+test-chaos: $(STAMP)
+	rm -f build/chaos-report.json && KEEL_CHAOS_FULL=1 KEEL_CHAOS_REPORT=build/chaos-report.json scripts/with_services.sh $(PY) -m pytest -q -p no:cacheprovider tests/chaos && $(PY) scripts/chaos_report.py build/chaos-report.json docs/reliability.md
 
 # ---------------------------------------------------------------- run
 # All services on 127.0.0.1:50051 over sqlite:///keel.db and file://./keel-artifacts.
