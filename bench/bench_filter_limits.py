@@ -17,14 +17,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import platform
 import re
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The tracking benchmark's timing helpers (latencies in ms, percentiles).
+from bench_tracking import machine, percentile, timed  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
@@ -41,16 +43,7 @@ FILTERS = {
 
 def _best_us(fn: Callable[[], object], calls: int, budget_s: float = 10.0) -> float:
     """Median time per call in microseconds over up to ``calls`` calls (capped at ``budget_s``)."""
-    samples: list[float] = []
-    deadline = time.monotonic() + budget_s
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1e6)
-        if time.monotonic() > deadline:
-            break
-    samples.sort()
-    return samples[len(samples) // 2]
+    return percentile(timed(fn, calls, budget_s), 0.5) * 1000
 
 
 def parse_costs() -> list[tuple[str, float, float, float]]:
@@ -115,18 +108,6 @@ def search_costs() -> list[tuple[str, float]]:
             search()  # warm
             rows.append((label, _best_us(search, SEARCH_CALLS, 30.0) / 1000))
     return rows
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    import os
-
-    return f"{os.cpu_count()} CPUs, {cpu}, Python {platform.python_version()}"
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -114,6 +115,15 @@ def server_process(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def sigterm_and_wait(process: subprocess.Popen[str], timeout: float = 60.0) -> tuple[int, float, str]:
+    """Sends SIGTERM; returns (exit code, seconds from the signal to the exit, stderr)."""
+    signalled = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    rc = process.wait(timeout=timeout)
+    elapsed = time.monotonic() - signalled
+    return rc, elapsed, process.stderr.read() if process.stderr else ""
 
 
 @pytest.fixture(scope="module", params=selected_backends())

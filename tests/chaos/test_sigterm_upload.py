@@ -5,7 +5,6 @@ visible, its staging file removed); the process exits 0 within grace + SHUTDOWN_
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from server_fixtures import server_process
+from server_fixtures import server_process, sigterm_and_wait
 
 import keel
 from keel.artifacts.v1 import artifacts_pb2 as pb
@@ -68,11 +67,7 @@ def test_sigterm_during_a_long_upload(tmp_path: Path, chunks: int, finishes: boo
             )
             assert started.wait(30)
             time.sleep(0.1)
-            signalled = time.monotonic()
-            process.send_signal(signal.SIGTERM)
-            rc = process.wait(timeout=60)
-            elapsed = time.monotonic() - signalled
-            stderr = process.stderr.read() if process.stderr else ""
+            rc, elapsed, stderr = sigterm_and_wait(process)
             assert rc == 0, stderr[-2000:]
             bound = GRACE_SECONDS + SHUTDOWN_BOUND_SECONDS + SLACK_SECONDS
             assert elapsed < bound, f"exit took {elapsed:.1f} s after SIGTERM (bound {bound:.1f} s)"

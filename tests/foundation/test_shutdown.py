@@ -7,14 +7,13 @@ query ended (25 s after a 10 s grace, with six long searches).
 
 from __future__ import annotations
 
-import signal
 import time
 import uuid
 from pathlib import Path
 
 import grpc
 import pytest
-from server_fixtures import server_process
+from server_fixtures import server_process, sigterm_and_wait
 
 from keel.tracking.v1 import tracking_pb2, tracking_pb2_grpc
 from keel_server.common import db as dbmod
@@ -100,12 +99,7 @@ def test_sigterm_exits_within_grace_plus_bound_with_long_searches_in_flight(tmp_
             health(b"", timeout=30)
             assert not any(f.done() for f in searches), "a search ended before SIGTERM: not long enough"
 
-            signalled = time.monotonic()
-            process.send_signal(signal.SIGTERM)
-            rc = process.wait(timeout=60)
-            elapsed = time.monotonic() - signalled
-
-            stderr = process.stderr.read() if process.stderr else ""
+            rc, elapsed, stderr = sigterm_and_wait(process)
             assert rc == 0, stderr[-2000:]
             bound = GRACE_SECONDS + SHUTDOWN_BOUND_SECONDS + SLACK_SECONDS
             assert elapsed < bound, f"exit took {elapsed:.1f} s after SIGTERM (bound {bound:.1f} s)"
