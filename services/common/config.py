@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 ALL_SERVICES = ("tracking", "registry", "artifacts", "inference")
+# Permission levels, lowest first (keel.auth.v1.PermissionLevel without the prefix).
+PERMISSION_LEVEL_NAMES = ("NONE", "READ", "USE", "EDIT", "MANAGE")
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,19 @@ class Settings:
     # at start and by the periodic sweep while running. 0 treats every upload that is not this
     # process's own as dead (tests only: it cuts the live uploads of other replicas).
     stale_upload_seconds: float = 3600.0
+    # Auth (docs/auth.md). Off: every caller may do everything, as without auth.
+    auth: bool = False
+    # A bearer token for the built-in admin user, so a fresh deployment can create the rest.
+    admin_token: str = field(default="", repr=False)
+    # What an authenticated identity without a grant gets on a resource: NONE, READ, USE, EDIT
+    # or MANAGE.
+    default_permission: str = "READ"
+    # The audit log: on with auth; KEEL_AUDIT=true turns it on without auth (actor "anonymous").
+    audit: bool = False
+    # TLS for the gRPC port and the HTTP endpoints (PEM files); a client CA turns on mutual TLS.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
 
     @classmethod
     def load(
@@ -92,6 +107,23 @@ class Settings:
             raise ValueError(f"stale_upload_seconds must be >= 0, got {self.stale_upload_seconds}")
         if self.registration_timeout_seconds <= 0:
             raise ValueError(f"registration_timeout_seconds must be > 0, got {self.registration_timeout_seconds}")
+        if self.default_permission.upper() not in PERMISSION_LEVEL_NAMES:
+            raise ValueError(
+                f"default_permission {self.default_permission!r} is not one of {', '.join(PERMISSION_LEVEL_NAMES)}"
+            )
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("TLS needs both --tls-cert and --tls-key (KEEL_TLS_CERT, KEEL_TLS_KEY)")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ValueError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key too")
+
+    @property
+    def audit_enabled(self) -> bool:
+        """The audit log is written with auth on, or when asked for without auth."""
+        return self.auth or self.audit
+
+    @property
+    def tls_enabled(self) -> bool:
+        return bool(self.tls_cert)
 
     def address_of(self, service: str) -> str:
         """The configured address of ``service`` ('' when not set)."""

@@ -322,12 +322,117 @@ class ClientRequest(BaseModel):
 
 
 IDEMPOTENCY_TABLES: list[type[BaseModel]] = [ClientRequest]
+
+
+# --------------------------------------------------------------------------------------------
+# Auth and audit (active with --auth / KEEL_AUDIT)
+# --------------------------------------------------------------------------------------------
+
+
+class Principal(BaseModel):
+    """A user or service account."""
+
+    id = pw.AutoField()
+    name = pw.CharField(max_length=128, unique=True)
+    service_account = pw.BooleanField(default=False)
+    admin = pw.BooleanField(default=False)
+    disabled = pw.BooleanField(default=False)
+    creation_time = pw.BigIntegerField(default=now_ms)
+
+
+class PrincipalGroup(BaseModel):
+    id = pw.AutoField()
+    name = pw.CharField(max_length=128, unique=True)
+    creation_time = pw.BigIntegerField(default=now_ms)
+
+    class Meta:
+        table_name = "principal_group"
+
+
+class GroupMember(BaseModel):
+    group = pw.ForeignKeyField(PrincipalGroup, backref="members", on_delete="CASCADE")
+    group_id: int
+    principal = pw.ForeignKeyField(Principal, backref="memberships", on_delete="CASCADE")
+    principal_id: int
+
+    class Meta:
+        table_name = "group_member"
+        primary_key = pw.CompositeKey("group", "principal")
+        indexes = ((("principal", "group"), False),)
+
+
+class ApiToken(BaseModel):
+    """An API token: only the sha256 of its secret is kept (secrets are 256 random bits, so a
+    fast hash is enough; lookups are by hash, the final comparison is constant-time)."""
+
+    id = pw.CharField(max_length=32, primary_key=True)
+    principal = pw.ForeignKeyField(Principal, backref="tokens", on_delete="CASCADE")
+    principal_id: int
+    name = pw.CharField(max_length=128, default="")
+    secret_hash = pw.CharField(max_length=64, unique=True)
+    creation_time = pw.BigIntegerField(default=now_ms)
+    expiry_time = pw.BigIntegerField(default=0)  # 0: never
+    revoked_time = pw.BigIntegerField(default=0)  # 0: valid
+
+    class Meta:
+        table_name = "api_token"
+
+
+class ResourcePermission(BaseModel):
+    """One grant: a level on an experiment (its id) or a registered model (its id, so a rename
+    keeps the grants) to a user or a group."""
+
+    resource_type = pw.CharField(max_length=16)  # "experiment" | "model"
+    resource_id = pw.CharField(max_length=64)
+    subject_type = pw.CharField(max_length=8)  # "user" | "group"
+    subject_id = pw.IntegerField()
+    level = pw.IntegerField()
+
+    class Meta:
+        table_name = "resource_permission"
+        primary_key = pw.CompositeKey("resource_type", "resource_id", "subject_type", "subject_id")
+        indexes = ((("subject_type", "subject_id", "resource_type", "level"), False),)
+
+
+class AuditEvent(BaseModel):
+    """Append-only: one row per change (same transaction) and per refused attempt. ``scope_*``
+    is the experiment or registered model the resource belongs to (for filtering and for
+    showing a caller only the events of what it can read)."""
+
+    id = pw.BigAutoField()
+    time = pw.BigIntegerField(default=now_ms)
+    actor = pw.CharField(max_length=128, default="", index=True)
+    service = pw.CharField(max_length=64, default="")
+    method = pw.CharField(max_length=64, index=True)
+    resource_type = pw.CharField(max_length=32, default="")
+    resource_id = pw.CharField(max_length=512, default="")
+    scope_type = pw.CharField(max_length=16, default="")
+    scope_id = pw.CharField(max_length=64, default="")
+    before = pw.TextField(default="")
+    after = pw.TextField(default="")
+    request_id = pw.CharField(max_length=64, default="")
+    peer = pw.CharField(max_length=128, default="")
+    outcome = pw.SmallIntegerField(default=1)
+
+    class Meta:
+        table_name = "audit_event"
+        indexes = (
+            (("scope_type", "scope_id", "id"), False),
+            (("resource_type", "resource_id", "id"), False),
+            (("time",), False),
+        )
+
+
+AUTH_TABLES: list[type[BaseModel]] = [Principal, PrincipalGroup, GroupMember, ApiToken, ResourcePermission]
+AUDIT_TABLES: list[type[BaseModel]] = [AuditEvent]
 ALL_TABLES: list[type[BaseModel]] = [
     SchemaVersion,
     *TRACKING_TABLES,
     *REGISTRY_TABLES,
     *SERVING_TABLES,
     *IDEMPOTENCY_TABLES,
+    *AUTH_TABLES,
+    *AUDIT_TABLES,
 ]
 
 

@@ -29,6 +29,20 @@ def register(sub: argparse._SubParsersAction) -> None:
             help=f"where the {service} service runs when this process does not run it, handed to clients "
             f"by discovery: grpc://host:port or grpc://h1:p1,h2:p2 (default ${'KEEL_' + service.upper() + '_ADDRESS'})",
         )
+    server.add_argument(
+        "--auth",
+        action="store_const",
+        const=True,
+        default=None,
+        help="require a bearer token (or client certificate) on every call and keep the audit log "
+        "(default $KEEL_AUTH; bootstrap with $KEEL_ADMIN_TOKEN; see docs/auth.md)",
+    )
+    server.add_argument("--tls-cert", help="PEM certificate: serve gRPC and HTTP over TLS (default $KEEL_TLS_CERT)")
+    server.add_argument("--tls-key", help="PEM private key of --tls-cert (default $KEEL_TLS_KEY)")
+    server.add_argument(
+        "--tls-client-ca",
+        help="PEM CA bundle: require client certificates signed by it, mutual TLS (default $KEEL_TLS_CLIENT_CA)",
+    )
     server.set_defaults(func=run_server)
 
     db = sub.add_parser("db", help="metadata database maintenance")
@@ -57,6 +71,10 @@ def _settings(args: argparse.Namespace):  # -> Settings (kept lazy: keel_server 
             "registry_address",
             "artifacts_address",
             "inference_address",
+            "auth",
+            "tls_cert",
+            "tls_key",
+            "tls_client_ca",
         )
     }
     if getattr(args, "services", None):
