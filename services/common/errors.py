@@ -104,6 +104,13 @@ class PermissionDenied(KeelError):
     default_reason = "PERMISSION_DENIED"
 
 
+class Unauthenticated(KeelError):
+    """No credentials, or ones that are unknown, expired, revoked or of a disabled user."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+    default_reason = "UNAUTHENTICATED"
+
+
 class Unimplemented(KeelError):
     """A keel service this server does not run (it runs elsewhere, or nowhere known here)."""
 
