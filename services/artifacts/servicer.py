@@ -3,13 +3,14 @@ call into ``ArtifactRepository`` (store.py). Errors are domain errors; the inter
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 import grpc
 
-from keel.artifacts._transfer import frame_chunk, parse_upload_request, serialize_message
 from keel.artifacts.v1 import artifacts_pb2 as pb
 from keel.artifacts.v1 import artifacts_pb2_grpc
+from keel.shared.chunks import frame_chunk, parse_message_or_chunk, serialize_message
 from keel_server.artifacts.store import ArtifactRepository, Location
 from keel_server.artifacts.stores import ObjectInfo
 from keel_server.common import metrics
@@ -141,7 +142,7 @@ class ArtifactServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
 def _method_handlers(servicer: ArtifactServicer) -> dict[str, grpc.RpcMethodHandler]:
     """The generated handlers, except that upload chunks are not parsed into messages (the
     servicer gets a view of the received bytes) and download chunks are framed by the servicer:
-    each saves two copies of every byte (see keel.artifacts._transfer)."""
+    each saves two copies of every byte (see keel.shared.chunks)."""
     service = pb.DESCRIPTOR.services_by_name["ArtifactService"]
     handlers: dict[str, grpc.RpcMethodHandler] = {}
     for method in service.methods:
@@ -150,7 +151,7 @@ def _method_handlers(servicer: ArtifactServicer) -> dict[str, grpc.RpcMethodHand
         deserialize = request_class.FromString
         serialize = response_class.SerializeToString
         if method.name == "UploadArtifact":
-            deserialize = parse_upload_request
+            deserialize = functools.partial(parse_message_or_chunk, pb.UploadArtifactRequest.FromString)
         elif method.name == "DownloadArtifact":
             serialize = serialize_message
         factory = {

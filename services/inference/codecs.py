@@ -2,14 +2,16 @@
 MLflow HTTP scoring): no gRPC and no HTTP here, only bytes/text ⇄ model inputs and outputs.
 
 * Tensors: KServe v2 datatypes ⇄ numpy, raw little-endian row-major bytes (BYTES elements are
-  a 4-byte little-endian length then the bytes), typed ``contents`` fields.
+  a 4-byte little-endian length then the bytes), typed ``contents`` fields: the codec shared
+  with the SDK (``keel.shared.tensors``), re-exported here.
 * MLflow scoring JSON: exactly one of ``dataframe_split``, ``dataframe_records``, ``instances``,
   ``inputs`` (plus ``params``); the legacy bare split orient ``{"columns": ..., "data": ...}``
   (what ``curl`` examples written for MLflow 1.x send) is read as ``dataframe_split``.
 * CSV with a header row.
 * Model outputs → JSON-compatible values (``{"predictions": ...}``) or named arrays.
 
-Every malformed input raises ``InvalidArgument`` saying what was wrong and how to fix it.
+Every malformed input raises ``InvalidArgument`` saying what was wrong and how to fix it (the
+tensor codec raises the SDK's, which reaches the caller through the interceptor's ``translate()``).
 """
 
 from __future__ import annotations
@@ -17,40 +19,23 @@ from __future__ import annotations
 import io
 import json
 import math
-import struct
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from keel._inference_client import V2_DATATYPES
-from keel._inference_client import datatype_of as _sdk_datatype_of
 from keel.models.utils import ColumnBlock
+from keel.shared.tensors import SCORING_JSON_KEYS as JSON_INPUT_KEYS
+from keel.shared.tensors import array_from_contents as array_from_contents
+from keel.shared.tensors import array_from_raw as array_from_raw
+from keel.shared.tensors import array_to_raw as array_to_raw
+from keel.shared.tensors import datatype_of as datatype_of
 from keel_server.common.errors import InvalidArgument
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from keel.models.schema import Schema
-
-# KServe v2 datatype → numpy dtype: one table, shared with the SDK.
-DATATYPES = V2_DATATYPES
-
-# Which typed ``InferTensorContents`` field carries each datatype (FP16 travels raw only).
-CONTENTS_FIELD = {
-    "BOOL": "bool_contents",
-    "INT8": "int_contents",
-    "INT16": "int_contents",
-    "INT32": "int_contents",
-    "INT64": "int64_contents",
-    "UINT8": "uint_contents",
-    "UINT16": "uint_contents",
-    "UINT32": "uint_contents",
-    "UINT64": "uint64_contents",
-    "FP32": "fp32_contents",
-    "FP64": "fp64_contents",
-    "BYTES": "bytes_contents",
-}
 
 # Column types of a signature (keel.models DataType values) → KServe datatype.
 COLUMN_DATATYPES = {
@@ -65,126 +50,6 @@ COLUMN_DATATYPES = {
 }
 
 MAX_TENSORS = 256
-JSON_INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
-
-
-# -- tensors ---------------------------------------------------------------------------------
-
-
-def datatype_of(dtype: np.dtype) -> str:
-    """The KServe datatype of a numpy dtype; strings, bytes and objects are BYTES."""
-    found = _sdk_datatype_of(dtype)
-    if found is None:
-        raise InvalidArgument(f"numpy dtype {dtype} has no KServe v2 datatype", reason="UNSUPPORTED_DATATYPE")
-    return found
-
-
-def datatype_of_numpy_name(name: str) -> str:
-    """KServe datatype of a numpy dtype name as written in a tensor signature (``float32``)."""
-    return datatype_of(np.dtype(name))
-
-
-def _check_datatype(label: str, datatype: str) -> np.dtype:
-    dtype = DATATYPES.get(datatype)
-    if dtype is None:
-        raise InvalidArgument(
-            f"input {label}: unknown datatype {datatype!r}; use one of {', '.join(DATATYPES)}",
-            reason="INVALID_DATATYPE",
-        )
-    return dtype
-
-
-def _check_shape(label: str, shape: Sequence[int]) -> int:
-    if any(d < 0 for d in shape):
-        raise InvalidArgument(
-            f"input {label}: shape {list(shape)} has a negative dimension", reason="INVALID_SHAPE"
-        )
-    return math.prod(shape)
-
-
-def decode_bytes_elements(label: str, raw: bytes) -> list[bytes]:
-    """BYTES raw contents: each element is a 4-byte little-endian length then its bytes."""
-    out: list[bytes] = []
-    pos, end = 0, len(raw)
-    while pos < end:
-        if pos + 4 > end:
-            raise InvalidArgument(
-                f"input {label}: BYTES raw contents are truncated (a 4-byte length prefix is cut off at byte {pos})",
-                reason="INVALID_TENSOR_DATA",
-            )
-        (size,) = struct.unpack_from("<I", raw, pos)
-        pos += 4
-        if pos + size > end:
-            raise InvalidArgument(
-                f"input {label}: BYTES element of {size} bytes runs past the end of the raw contents",
-                reason="INVALID_TENSOR_DATA",
-            )
-        out.append(raw[pos : pos + size])
-        pos += size
-    return out
-
-
-def encode_bytes_elements(values: np.ndarray) -> bytes:
-    parts: list[bytes] = []
-    for v in values.reshape(-1):
-        b = v if isinstance(v, bytes) else str(v).encode()
-        parts.append(struct.pack("<I", len(b)))
-        parts.append(b)
-    return b"".join(parts)
-
-
-def array_from_raw(label: str, datatype: str, shape: Sequence[int], raw: bytes) -> np.ndarray:
-    """A numpy array from raw tensor bytes, checking that the size matches the shape."""
-    dtype = _check_datatype(label, datatype)
-    count = _check_shape(label, shape)
-    if datatype == "BYTES":
-        elements = decode_bytes_elements(label, raw)
-        if len(elements) != count:
-            raise InvalidArgument(
-                f"input {label}: shape {list(shape)} needs {count} BYTES elements, got {len(elements)}",
-                reason="INVALID_TENSOR_DATA",
-            )
-        arr = np.empty(count, dtype=object)
-        arr[:] = elements
-        return arr.reshape(tuple(shape))
-    if len(raw) != count * dtype.itemsize:
-        raise InvalidArgument(
-            f"input {label}: shape {list(shape)} of {datatype} needs {count * dtype.itemsize} bytes "
-            f"({count} elements of {dtype.itemsize}), got {len(raw)}",
-            reason="INVALID_TENSOR_DATA",
-        )
-    return np.frombuffer(raw, dtype=dtype).reshape(tuple(shape))
-
-
-def array_from_contents(label: str, datatype: str, shape: Sequence[int], contents: Any) -> np.ndarray:
-    """A numpy array from the typed ``InferTensorContents`` fields of a KServe v2 input."""
-    dtype = _check_datatype(label, datatype)
-    count = _check_shape(label, shape)
-    field = CONTENTS_FIELD.get(datatype)
-    if field is None:
-        raise InvalidArgument(
-            f"input {label}: {datatype} has no typed contents field; send it in raw_input_contents",
-            reason="INVALID_TENSOR_DATA",
-        )
-    values = list(getattr(contents, field))
-    if len(values) != count:
-        raise InvalidArgument(
-            f"input {label}: shape {list(shape)} needs {count} values in contents.{field}, got {len(values)}",
-            reason="INVALID_TENSOR_DATA",
-        )
-    if datatype == "BYTES":
-        arr = np.empty(count, dtype=object)
-        arr[:] = values
-        return arr.reshape(tuple(shape))
-    return np.asarray(values, dtype=dtype).reshape(tuple(shape))
-
-
-def array_to_raw(arr: np.ndarray) -> tuple[str, list[int], bytes]:
-    """(datatype, shape, raw bytes) of an output array (strings become BYTES)."""
-    datatype = datatype_of(arr.dtype)
-    if datatype == "BYTES":
-        return datatype, list(arr.shape), encode_bytes_elements(arr)
-    return datatype, list(arr.shape), np.ascontiguousarray(arr, dtype=DATATYPES[datatype]).tobytes()
 
 
 # -- turning decoded tensors into what the model takes ------------------------------------

@@ -12,7 +12,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from keel_server.common.errors import FailedPrecondition, InvalidArgument, KeelError
+from keel_server.common.errors import InvalidArgument, KeelError
+from keel_server.common.interceptors import translate
 from keel_server.inference import codecs
 
 if TYPE_CHECKING:
@@ -97,13 +98,12 @@ def _schema_metadata(schema: Schema | None, prefix: str) -> list[TensorInfo]:
 
 
 def translate_model_error(exc: BaseException, model: ServedModel | None = None) -> KeelError:
-    """SDK errors (signature mismatch) keep their reason; anything the model itself raises is
-    INVALID_ARGUMENT, as MLflow's scoring server answers 400 for a model that fails on an input."""
-    from keel.exceptions import KeelError as SdkError
-
-    if isinstance(exc, SdkError):
-        cls = InvalidArgument if exc.code.name == "INVALID_ARGUMENT" else FailedPrecondition
-        return cls(exc.message, reason=exc.reason)
+    """keel's own errors (the SDK's signature mismatch, a missing extra) keep their code and
+    reason (``translate()``); anything the model itself raises is INVALID_ARGUMENT, as MLflow's
+    scoring server answers 400 for a model that fails on an input."""
+    error = translate(exc)
+    if error is not None:
+        return error
     who = f"model {model.model_name or model.model_dir} version {model.version}" if model else "the model"
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return InvalidArgument(

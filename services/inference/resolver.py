@@ -7,7 +7,7 @@ Two implementations of one small interface:
   the server's artifact store (``app.artifact_store``), streamed into a local cache folder.
 * ``ClientResolver`` (``keel models serve``, no database): a local path is used in place;
   ``models:/`` is resolved by the registry's ``ResolveModelUri`` RPC at ``KEEL_TRACKING_URI``
-  and downloaded through the SDK.
+  and downloaded, both through the public ``keel.Client``.
 
 ``resolve`` is cheap and is what the poller calls every few seconds; ``fetch`` runs only when
 the answer changes.
@@ -21,9 +21,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote, urlparse
 
-from keel_server.common.errors import InvalidArgument, NotFound
+from keel.shared.chunks import make_private_dirs, open_private_file
+from keel_server.common.errors import InvalidArgument, NotFound, quote
+from keel_server.common.uris import parse_models_uri, parse_runs_uri
 
 if TYPE_CHECKING:
+    from keel import Client
     from keel_server.common.app import App
 
 # Files of one model at most (a listing page loop bound, not a size limit).
@@ -62,10 +65,9 @@ def local_path(uri: str) -> str | None:
 
 
 def check_model_uri(model_uri: str) -> None:
-    """Shape check at CreateDeployment time, so a typo is an error rather than a FAILED state."""
-    from keel.exceptions import KeelError as SdkError
-    from keel.models.uri import parse_models_uri
-
+    """Shape check at CreateDeployment time, so a typo is an error rather than a FAILED state.
+    ``models:/`` and ``runs:/`` follow the grammar the SDK and ResolveModelUri use
+    (``keel.shared.uris``), so all three accept exactly the same URIs."""
     if not model_uri.strip():
         raise InvalidArgument(
             "model_uri is empty: give models:/<name>/<version|stage|latest>, models:/<name>@<alias>, "
@@ -75,21 +77,17 @@ def check_model_uri(model_uri: str) -> None:
         )
     scheme = urlparse(model_uri).scheme
     if scheme == "models":
-        try:
-            parse_models_uri(model_uri)
-        except SdkError as exc:
-            raise InvalidArgument(exc.message, reason="INVALID_MODEL_URI", field="model_uri") from None
+        parse_models_uri(model_uri, field="model_uri")
     elif scheme == "runs":
-        run_id, _, path = model_uri[len("runs:") :].lstrip("/").partition("/")
-        if not run_id or not path.strip("/"):
+        if not parse_runs_uri(model_uri, field="model_uri").path.strip("/"):
             raise InvalidArgument(
-                f"invalid model URI {model_uri!r}: expected runs:/<run_id>/<path>",
+                f"invalid model URI {quote(model_uri)}: no path after the run id; expected runs:/<run_id>/<path>",
                 reason="INVALID_MODEL_URI",
                 field="model_uri",
             )
     elif scheme not in ("", "file", "s3"):
         raise InvalidArgument(
-            f"unsupported model URI scheme {scheme!r} in {model_uri!r}: use models:/, runs:/, s3:// or a path",
+            f"unsupported model URI scheme {scheme!r} in {quote(model_uri)}: use models:/, runs:/, s3:// or a path",
             reason="INVALID_MODEL_URI",
             field="model_uri",
         )
@@ -127,9 +125,9 @@ class StoreResolver:
             return uri
         from keel_server.tracking.store import TrackingStore
 
-        run_id, _, path = uri[len("runs:") :].lstrip("/").partition("/")
-        run = TrackingStore(lambda: self._app.artifact_store.root_uri).get_run(run_id)
-        return f"{run.info.artifact_uri.rstrip('/')}/{path.strip('/')}"
+        runs = parse_runs_uri(uri, field="model_uri")
+        run = TrackingStore(lambda: self._app.artifact_store.root_uri).get_run(runs.run_id)
+        return f"{run.info.artifact_uri.rstrip('/')}/{runs.path.strip('/')}"
 
     def fetch(self, resolution: Resolution, dest: str) -> str:
         path = local_path(resolution.artifact_uri)
@@ -139,7 +137,7 @@ class StoreResolver:
             return path
         store = self._app.artifact_store
         base = resolution.artifact_uri.rstrip("/")
-        os.makedirs(dest, exist_ok=True)
+        make_private_dirs(dest)  # the model cache: 0700 folders, 0600 files
         cursor, count = "", 0
         while True:
             page, cursor = store.list_entries(base, recursive=True, cursor=cursor, limit=1000)
@@ -156,9 +154,9 @@ class StoreResolver:
                     raise InvalidArgument(
                         f"artifact path {info.path!r} escapes the model folder", reason="INVALID_MODEL"
                     )
-                os.makedirs(os.path.dirname(target), exist_ok=True)
+                make_private_dirs(os.path.dirname(target))
                 _, chunks = store.open_reader(f"{base}/{info.path}")
-                with open(target, "wb") as f:
+                with open_private_file(target) as f:
                     for chunk in chunks:
                         f.write(chunk)
             if not cursor:
@@ -169,10 +167,19 @@ class StoreResolver:
 
 
 class ClientResolver:
-    """Resolution through a keel server's API (``keel models serve`` with a remote URI)."""
+    """Resolution through a keel server's API (``keel models serve`` with a remote URI): the one
+    place the server is a client of a remote keel, through the public ``keel.Client``."""
 
     def __init__(self, tracking_uri: str | None = None) -> None:
         self._tracking_uri = tracking_uri
+        self._client: Client | None = None
+
+    def _keel(self) -> Client:
+        if self._client is None:
+            from keel import Client
+
+            self._client = Client(self._tracking_uri)
+        return self._client
 
     def resolve(self, model_uri: str) -> Resolution:
         local = _resolve_local(model_uri)
@@ -180,29 +187,17 @@ class ClientResolver:
             return local
         if urlparse(model_uri).scheme != "models":
             return Resolution("", 0, model_uri)
-        from keel._transport import transport
-        from keel.registry.v1 import registry_pb2, registry_pb2_grpc
-
-        t = transport(self._tracking_uri)
-        reply = t.call(
-            t.stub(registry_pb2_grpc.ModelRegistryServiceStub).ResolveModelUri,
-            registry_pb2.ResolveModelUriRequest(model_uri=model_uri),
-            idempotent=True,
-        )
-        return Resolution(reply.model_version.name, int(reply.model_version.version), reply.artifact_uri)
+        # ResolveModelUri answers with the READY version the URI designates now; its storage
+        # location is the artifact URI the call reports (one call: no race with a stage move).
+        version = self._keel().resolve_model_version(model_uri)
+        return Resolution(version.name, int(version.version), version.storage_location)
 
     def fetch(self, resolution: Resolution, dest: str) -> str:
         path = local_path(resolution.artifact_uri)
         if path is not None:
             return path
-        from keel import artifacts
-
-        if self._tracking_uri:
-            import keel
-
-            keel.set_tracking_uri(self._tracking_uri)
-        os.makedirs(dest, exist_ok=True)
-        return str(artifacts.download_artifacts(artifact_uri=resolution.artifact_uri, dst_path=dest))
+        make_private_dirs(dest)
+        return self._keel().download_artifact_uri(resolution.artifact_uri, dst_path=dest)
 
 
 def remove_quietly(path: str) -> None:

@@ -24,7 +24,8 @@ from typing import Any
 from keel.models.utils import ColumnBlock
 from keel_server.common import metrics
 from keel_server.common.db import now_ms
-from keel_server.common.errors import FailedPrecondition, KeelError, NotFound, Unavailable
+from keel_server.common.errors import FailedPrecondition, NotFound, Unavailable
+from keel_server.common.interceptors import translate
 from keel_server.inference.batching import MicroBatcher
 from keel_server.inference.model import ServedModel, load_served_model
 from keel_server.inference.resolver import Resolution, Resolver, remove_quietly
@@ -372,11 +373,8 @@ def _describe(resolution: Resolution) -> str:
 
 
 def _error_text(exc: BaseException) -> str:
-    if isinstance(exc, KeelError):
-        return exc.message
-    from keel.exceptions import KeelError as SdkError
-
-    if isinstance(exc, SdkError):
-        return exc.message
+    error = translate(exc)  # keel's errors, the server's and the SDK's: their message
+    if error is not None:
+        return error.message
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -6,10 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+# STAGES: the canonical stage spellings, in the order GetLatestVersions reports them; defined
+# once, with the models:/ URI grammar the SDK shares.
+from keel.shared.uris import STAGES as STAGES
+
 T = TypeVar("T")
 
-# Canonical stage spellings, in the order GetLatestVersions reports them.
-STAGES: tuple[str, ...] = ("None", "Staging", "Production", "Archived")
 # Stages archive_existing_versions may target (MLflow's rule).
 ARCHIVABLE_STAGES: tuple[str, ...] = ("Staging", "Production")
 

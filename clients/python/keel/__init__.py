@@ -10,6 +10,25 @@ Feels like MLflow::
 
 Names are exported lazily so ``import keel`` stays fast and never imports the KServe v2 stubs
 (package ``inference``), which would clash with ``tritonclient`` in the same process.
+
+Layers (a module imports only from its own layer or the ones before it)::
+
+    keel.exceptions (and keel.extras)
+    < the shared grammar and format: keel.shared (URI grammar, tensor codec, chunk framing,
+      page caps), keel.models (MLmodel, signatures, schemas, model URIs), the generated stubs
+    < the flavors: keel.sklearn, keel.pytorch
+    < keel.pyfunc (with keel.models.flavor_registry, its allowlist of flavor loaders)
+    < keel.evaluation and keel.autologging
+    < keel.Client and the fluent API (keel.fluent, keel.artifacts, keel.registry, keel._*)
+    < keel.cli
+
+An import inside a function may point upward only where ``tests/unit/test_import_rules.py``
+lists it with its reason (``keel.sklearn.autolog`` is ``keel.autologging.sklearn.autolog``;
+autologging logs to the active run), and the module-level imports form no cycle. The format
+layer never reaches a server itself: loading a remote model URI goes through the seam
+``keel.shared.remote``, into which this package plugs the SDK's downloader below. The server
+(``keel_server``) imports only the stubs, ``keel.exceptions``, ``keel.shared``, ``keel.models``,
+``keel.pyfunc`` and the flavors, never ``keel._*``; see ``docs/architecture-layers.md``.
 """
 
 from __future__ import annotations
@@ -17,14 +36,22 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from keel._model_download import download_model as _download_model
 from keel._transport import get_tracking_uri, set_tracking_uri
 from keel.exceptions import KeelError
+from keel.shared import remote as _remote
+
+# The composition root: remote model URIs loaded by the format layer come through the SDK.
+_remote.plug_in(_download_model)
 
 __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
     "Client": "keel.client",
+    # the bearer token every call sends (MLflow's MLFLOW_TRACKING_TOKEN; env KEEL_TRACKING_TOKEN)
+    "set_tracking_token": "keel._transport",
+    "get_tracking_token": "keel._transport",
     # where the registry's calls go (MLflow's names)
     "set_registry_uri": "keel._routing",
     "get_registry_uri": "keel._routing",

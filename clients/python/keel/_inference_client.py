@@ -9,7 +9,6 @@ unchanged; keel never imports its own v2 stubs here (they clash with tritonclien
 from __future__ import annotations
 
 import json
-import struct
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -21,61 +20,9 @@ from keel._transport import Transport, map_errors
 from keel.exceptions import InvalidArgument
 from keel.inference.v1 import inference_pb2, inference_pb2_grpc
 from keel.paging import Pager
+from keel.shared.tensors import SCORING_JSON_KEYS, array_from_raw, array_to_raw
 
-# KServe v2 datatypes ⇄ numpy (little-endian); BYTES is an object array. Shared with the server.
-V2_DATATYPES: dict[str, np.dtype] = {
-    "BOOL": np.dtype("?"),
-    "UINT8": np.dtype("<u1"),
-    "UINT16": np.dtype("<u2"),
-    "UINT32": np.dtype("<u4"),
-    "UINT64": np.dtype("<u8"),
-    "INT8": np.dtype("<i1"),
-    "INT16": np.dtype("<i2"),
-    "INT32": np.dtype("<i4"),
-    "INT64": np.dtype("<i8"),
-    "FP16": np.dtype("<f2"),
-    "FP32": np.dtype("<f4"),
-    "FP64": np.dtype("<f8"),
-    "BYTES": np.dtype(object),
-}
-_BY_KIND_SIZE = {(dt.kind, dt.itemsize): name for name, dt in V2_DATATYPES.items() if name != "BYTES"}
-_MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 _STATE_NAMES = {v: k.removeprefix("DEPLOYMENT_STATE_") for k, v in inference_pb2.DeploymentState.items()}
-
-
-def datatype_of(dtype: np.dtype) -> str | None:
-    """The KServe v2 datatype of a numpy dtype (strings and objects are BYTES); None if none."""
-    if dtype.kind in "OUS":
-        return "BYTES"
-    return _BY_KIND_SIZE.get((dtype.kind, dtype.itemsize))
-
-
-def encode_array(arr: np.ndarray) -> tuple[str, list[int], bytes]:
-    datatype = datatype_of(arr.dtype)
-    if datatype is None:
-        raise InvalidArgument(
-            f"numpy dtype {arr.dtype} has no KServe v2 datatype", reason="UNSUPPORTED_DATATYPE"
-        )
-    if datatype == "BYTES":
-        parts = []
-        for v in arr.reshape(-1):
-            b = v if isinstance(v, bytes) else str(v).encode()
-            parts += [struct.pack("<I", len(b)), b]
-        return datatype, list(arr.shape), b"".join(parts)
-    return datatype, list(arr.shape), np.ascontiguousarray(arr, dtype=V2_DATATYPES[datatype]).tobytes()
-
-
-def decode_array(datatype: str, shape: list[int], raw: bytes) -> np.ndarray:
-    if datatype == "BYTES":
-        out, pos = [], 0
-        while pos < len(raw):
-            (size,) = struct.unpack_from("<I", raw, pos)
-            out.append(raw[pos + 4 : pos + 4 + size])
-            pos += 4 + size
-        arr = np.empty(len(out), dtype=object)
-        arr[:] = out
-        return arr.reshape(shape)
-    return np.frombuffer(raw, dtype=V2_DATATYPES[datatype]).reshape(shape)
 
 
 @dataclass(frozen=True)
@@ -130,17 +77,17 @@ def predict_request(
     if module.startswith("torch"):
         data = data.detach().cpu().numpy()
     if isinstance(data, np.ndarray) and data.dtype.kind != "O":
-        datatype, shape, raw = encode_array(data)
+        datatype, shape, raw = array_to_raw(data)
         request.tensors.tensors.add(datatype=datatype, shape=shape, data=raw)
     elif isinstance(data, dict) and data and all(isinstance(v, np.ndarray) for v in data.values()):
         for name, arr in data.items():
-            datatype, shape, raw = encode_array(arr)
+            datatype, shape, raw = array_to_raw(arr)
             request.tensors.tensors.add(name=str(name), datatype=datatype, shape=shape, data=raw)
     elif module.startswith("pandas") and type(data).__name__ == "DataFrame":
         request.json = (
             '{"dataframe_split":' + data.to_json(orient="split", index=False, date_format="iso") + "}"
         )
-    elif isinstance(data, dict) and any(k in data for k in _MLFLOW_KEYS):
+    elif isinstance(data, dict) and any(k in data for k in SCORING_JSON_KEYS):
         request.json = json.dumps(data)
     elif isinstance(data, str):
         request.csv = data  # CSV text with a header row
@@ -151,7 +98,7 @@ def predict_request(
     else:
         raise InvalidArgument(
             f"cannot send input of type {type(data).__name__}: use a DataFrame, numpy arrays, a list, CSV text or "
-            f"a dict in one of MLflow's formats ({', '.join(_MLFLOW_KEYS)})",
+            f"a dict in one of MLflow's formats ({', '.join(SCORING_JSON_KEYS)})",
             reason="UNSUPPORTED_INPUT",
         )
     return request
@@ -159,7 +106,10 @@ def predict_request(
 
 def prediction_of(response: inference_pb2.PredictResponse) -> Prediction:
     if response.WhichOneof("output") == "tensors":
-        arrays = {t.name: decode_array(t.datatype, list(t.shape), t.data) for t in response.tensors.tensors}
+        arrays = {
+            t.name: array_from_raw(repr(t.name), t.datatype, list(t.shape), t.data, role="output")
+            for t in response.tensors.tensors
+        }
         value: Any = next(iter(arrays.values())) if len(arrays) == 1 else arrays
     else:
         value = json.loads(response.json)["predictions"]

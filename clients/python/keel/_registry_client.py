@@ -13,13 +13,12 @@ from keel.paging import PagedList, Pager, collect_pages
 from keel.registry.entities import ModelHistoryEvent, ModelVersion, RegisteredModel
 from keel.registry.v1 import registry_pb2 as pb
 from keel.registry.v1 import registry_pb2_grpc
+from keel.shared import pages
 
 T = TypeVar("T")
 
 # Registration copies the model files server-side before it returns: allow for big models.
 REGISTRATION_TIMEOUT_S = 600.0
-# Largest page the server hands out per call (it caps larger requests anyway).
-_SERVER_PAGE_MAX = {"models": 1000, "versions": 10_000, "history": 1000}
 
 
 def current_user() -> str:
@@ -120,7 +119,7 @@ class RegistryClientMixin:
             request = pb.SearchRegisteredModelsRequest(
                 filter=filter_string or "",
                 order_by=list(order_by or ()),
-                page_size=min(want, _SERVER_PAGE_MAX["models"]),
+                page_size=min(want, pages.REGISTERED_MODELS.maximum),
                 page_token=token,
             )
             response = self._registry_call(self._registry.SearchRegisteredModels, request, idempotent=True)
@@ -216,7 +215,7 @@ class RegistryClientMixin:
             request = pb.SearchModelVersionsRequest(
                 filter=filter_string or "",
                 order_by=list(order_by or ()),
-                page_size=min(want, _SERVER_PAGE_MAX["versions"]),
+                page_size=min(want, pages.MODEL_VERSIONS.maximum),
                 page_token=token,
             )
             response = self._registry_call(self._registry.SearchModelVersions, request, idempotent=True)
@@ -285,7 +284,7 @@ class RegistryClientMixin:
 
         def fetch(token: str) -> tuple[list[ModelHistoryEvent], str]:
             request = pb.ListModelHistoryRequest(
-                name=name, page_size=_SERVER_PAGE_MAX["history"], page_token=token
+                name=name, page_size=pages.MODEL_HISTORY.maximum, page_token=token
             )
             response = self._registry_call(self._registry.ListModelHistory, request, idempotent=True)
             return [ModelHistoryEvent.from_proto(e) for e in response.events], response.next_page_token

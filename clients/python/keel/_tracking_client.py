@@ -20,7 +20,6 @@ from keel.tracking.v1 import tracking_pb2_grpc
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
 MAX_TAGS_PER_BATCH = 100
-SEARCH_PAGE_MAX = 50000
 
 
 def _now_ms() -> int:

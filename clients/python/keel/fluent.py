@@ -20,6 +20,7 @@ from keel._transport import get_tracking_uri, set_tracking_uri
 from keel.client import Client
 from keel.entities import Experiment, Metric, Param, Run, RunStatus, RunTag, ViewType
 from keel.exceptions import FailedPrecondition, InvalidArgument, KeelError
+from keel.shared import pages
 
 DEFAULT_EXPERIMENT_NAME = "Default"
 
@@ -304,7 +305,12 @@ def search_runs(
     token: str | None = ""
     while ids and len(runs) < max_results:
         page = client.search_runs(
-            ids, filter_string, run_view_type, min(max_results - len(runs), 50000), order_by, page_token=token
+            ids,
+            filter_string,
+            run_view_type,
+            min(max_results - len(runs), pages.SEARCH_RUNS.maximum),
+            order_by,
+            page_token=token,
         )
         runs.extend(page)
         token = page.token

@@ -245,5 +245,13 @@ def _load_pyfunc(
     return SklearnImpl(_load_from_dir(model_dir, meta), method)
 
 
-# keel.sklearn.autolog(), as MLflow users call it; the patching lives in keel.autologging.
-from keel.autologging.sklearn import autolog as autolog  # noqa: E402  (re-export)
+def __getattr__(name: str) -> Any:
+    """``keel.sklearn.autolog()``, as MLflow users call it, is ``keel.autologging.sklearn.autolog``.
+    Autologging sits above the flavors (it logs models with this one), so it is imported on
+    first use, never when this module is: the one upward import of a flavor, listed in
+    tests/unit/test_import_rules.py."""
+    if name == "autolog":
+        from keel.autologging.sklearn import autolog
+
+        return autolog
+    raise AttributeError(f"module 'keel.sklearn' has no attribute {name!r}")

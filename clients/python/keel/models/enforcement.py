@@ -14,14 +14,21 @@ input, what was expected and what was received):
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from keel.exceptions import InvalidArgument
-from keel.models.schema import ColSpec, DataType, ParamSchema, ParamSpec, Schema, TensorSpec
+from keel.models.schema import (
+    SIGNATURE_MISMATCH,
+    ColSpec,
+    DataType,
+    ParamSchema,
+    Schema,
+    TensorSpec,
+    convert_param,
+)
 from keel.models.utils import ColumnBlock, is_dataframe, is_torch_tensor, object_kind, to_dataframe, to_numpy
 
 if TYPE_CHECKING:
@@ -31,7 +38,7 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger(__name__)
 
-REASON = "SIGNATURE_MISMATCH"
+REASON = SIGNATURE_MISMATCH
 
 
 def _mismatch(message: str) -> InvalidArgument:
@@ -264,52 +271,6 @@ def _enforce_tensors(data: Any, schema: Schema) -> Any:
 
 
 # -- params ------------------------------------------------------------------------------
-
-
-def convert_param(spec: ParamSpec, value: Any) -> Any:
-    """One param value checked against its spec (lists for ``shape=(-1,)``)."""
-    if spec.shape == (-1,):
-        if isinstance(value, np.ndarray):
-            value = value.tolist()
-        if not isinstance(value, list | tuple):
-            raise _mismatch(
-                f"param {spec.name!r}: expected a list of {spec.dtype.value}, got {type(value).__name__}"
-            )
-        return [_convert_scalar_param(spec, v) for v in value]
-    return _convert_scalar_param(spec, value)
-
-
-def _convert_scalar_param(spec: ParamSpec, value: Any) -> Any:
-    t = spec.dtype
-    ok: Any = None
-    if isinstance(value, np.generic):
-        value = value.item()
-    if t is DataType.boolean and isinstance(value, bool):
-        ok = value
-    elif t in (DataType.integer, DataType.long) and isinstance(value, int) and not isinstance(value, bool):
-        if t is DataType.integer and not -(2**31) <= value < 2**31:
-            raise _mismatch(f"param {spec.name!r}: {value} does not fit a 32-bit integer")
-        ok = value
-    elif (
-        t in (DataType.float, DataType.double)
-        and isinstance(value, int | float)
-        and not isinstance(value, bool)
-    ):
-        ok = float(value)  # int → double is the same safe widening as for columns
-    elif t is DataType.string and isinstance(value, str):
-        ok = value
-    elif t is DataType.binary and isinstance(value, bytes):
-        ok = value
-    elif t is DataType.datetime and isinstance(value, _dt.datetime | _dt.date):
-        ok = value
-    elif t is DataType.datetime and isinstance(value, str):
-        try:
-            ok = _dt.datetime.fromisoformat(value)
-        except ValueError:
-            pass
-    if ok is None:
-        raise _mismatch(f"param {spec.name!r}: expected {t.value}, got {type(value).__name__} {value!r}")
-    return ok
 
 
 def enforce_params(params: dict[str, Any] | None, schema: ParamSchema | None) -> dict[str, Any] | None:

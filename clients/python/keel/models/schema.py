@@ -8,6 +8,7 @@ and torch stay out of ``import keel``.
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -214,8 +215,6 @@ class ParamSpec:
         if self.shape not in (None, (-1,)):
             raise InvalidArgument(f"param {name!r}: shape must be None or (-1,)", reason="INVALID_SCHEMA")
         # the default must itself satisfy the spec, so it is validated once here
-        from keel.models.enforcement import convert_param
-
         object.__setattr__(self, "default", convert_param(self, default) if default is not None else None)
 
     def to_dict(self) -> dict[str, Any]:
@@ -250,3 +249,59 @@ class ParamSchema:
         return cls(
             [ParamSpec(d["name"], d["type"], d.get("default"), d.get("shape")) for d in json.loads(text)]
         )
+
+
+# -- param values ------------------------------------------------------------------------
+# Here rather than in enforcement.py: a ParamSpec checks its own default with them, and the
+# schema types come before enforcement (which imports them), so no import goes back up.
+SIGNATURE_MISMATCH = "SIGNATURE_MISMATCH"
+
+
+def _param_mismatch(message: str) -> InvalidArgument:
+    return InvalidArgument(message, reason=SIGNATURE_MISMATCH)
+
+
+def convert_param(spec: ParamSpec, value: Any) -> Any:
+    """One param value checked against its spec (lists for ``shape=(-1,)``)."""
+    if spec.shape == (-1,):
+        if isinstance(value, np.ndarray):
+            value = value.tolist()
+        if not isinstance(value, list | tuple):
+            raise _param_mismatch(
+                f"param {spec.name!r}: expected a list of {spec.dtype.value}, got {type(value).__name__}"
+            )
+        return [_convert_scalar_param(spec, v) for v in value]
+    return _convert_scalar_param(spec, value)
+
+
+def _convert_scalar_param(spec: ParamSpec, value: Any) -> Any:
+    t = spec.dtype
+    ok: Any = None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if t is DataType.boolean and isinstance(value, bool):
+        ok = value
+    elif t in (DataType.integer, DataType.long) and isinstance(value, int) and not isinstance(value, bool):
+        if t is DataType.integer and not -(2**31) <= value < 2**31:
+            raise _param_mismatch(f"param {spec.name!r}: {value} does not fit a 32-bit integer")
+        ok = value
+    elif (
+        t in (DataType.float, DataType.double)
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
+    ):
+        ok = float(value)  # int → double is the same safe widening as for columns
+    elif t is DataType.string and isinstance(value, str):
+        ok = value
+    elif t is DataType.binary and isinstance(value, bytes):
+        ok = value
+    elif t is DataType.datetime and isinstance(value, _dt.datetime | _dt.date):
+        ok = value
+    elif t is DataType.datetime and isinstance(value, str):
+        try:
+            ok = _dt.datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    if ok is None:
+        raise _param_mismatch(f"param {spec.name!r}: expected {t.value}, got {type(value).__name__} {value!r}")
+    return ok

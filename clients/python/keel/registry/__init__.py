@@ -12,6 +12,7 @@ from typing import Any
 
 from keel.exceptions import AlreadyExists
 from keel.registry.entities import ModelHistoryEvent, ModelVersion, RegisteredModel
+from keel.shared.uris import is_runs_uri, parse_runs_uri
 
 log = logging.getLogger("keel.registry")
 
@@ -28,15 +29,14 @@ def register_model(
     exist yet. Returns the new version (READY: its files are already snapshotted)."""
     from keel.client import Client
 
+    # A malformed runs:/ URI is refused here, before anything is created.
+    run_id = parse_runs_uri(model_uri).run_id if is_runs_uri(model_uri) else ""
     client = Client()
     try:
         client.create_registered_model(name)
         log.info("Successfully registered model '%s'.", name)
     except AlreadyExists:
         log.info("Registered model '%s' already exists. Creating a new version of this model...", name)
-    run_id = ""
-    if model_uri.startswith("runs:/"):
-        run_id = model_uri[len("runs:/") :].lstrip("/").split("/", 1)[0]
     version = client.create_model_version(
         name,
         source=model_uri,
