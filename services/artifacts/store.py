@@ -15,10 +15,12 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from keel.shared import pages
 from keel_server.artifacts.stores import ArtifactStore, ArtifactWriter, ObjectInfo, join_uri
 from keel_server.common import db as dbmod
-from keel_server.common import pagination
+from keel_server.common import pagination, paths
 from keel_server.common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, quote
+from keel_server.common.uris import parse_runs_uri
 
 MAX_CHUNK_BYTES = 4 * 1024 * 1024
 # S3 keys are limited to 1024 bytes; the local store follows the same rule so both behave alike.
@@ -31,16 +33,21 @@ MAX_URI_CHARS = 2 * MAX_PATH_BYTES
 # the registry writes and deletes there itself, never through this service.
 REGISTRY_FOLDER = "_registry"
 MAX_RUN_ID_CHARS = 32
-LIST_DEFAULT_PAGE, LIST_MAX_PAGE = 1000, 10_000
+LIST_DEFAULT_PAGE, LIST_MAX_PAGE = pages.LIST_ARTIFACTS
 PRESIGN_DEFAULT_S, PRESIGN_MAX_S = 900, 7 * 24 * 3600
 # Chunks read ahead of the gRPC stream during a download, so store reads overlap sends.
 PREFETCH_CHUNKS = 4
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# The hosts a file:// URI may name: none, this machine, or "." (keel's spelling of a folder
+# relative to the server's working directory, as in file://./keel-artifacts).
+_LOCAL_FILE_HOSTS = ("", "localhost", ".")
 
 
 def validate_path(path: str, field: str = "path") -> str:
     """The one check of relative artifact paths: '' (the root) or ``/``-separated segments with
-    no ``..``, ``.``, empty segment, leading ``/``, backslash or NUL. Returns the path."""
+    no ``..``, ``.``, empty segment, leading ``/``, backslash or NUL (INVALID_ARTIFACT_PATH, as
+    written), then the hardened check of every percent-decoded spelling (``paths.check_safe``:
+    UNSAFE_PATH). Returns the path, unchanged."""
     if path == "":
         return ""
     problem = ""
@@ -64,7 +71,7 @@ def validate_path(path: str, field: str = "path") -> str:
         raise InvalidArgument(
             f"artifact path {quote(path)} {problem}", reason="INVALID_ARTIFACT_PATH", field=field, metadata={"path": path}
         )
-    return path
+    return paths.check_safe(path, field)
 
 
 def _run_root(store: ArtifactStore, run_id: str) -> str:
@@ -83,58 +90,83 @@ def _run_root(store: ArtifactStore, run_id: str) -> str:
     return root
 
 
-def resolve_artifact_uri(uri: str, store: ArtifactStore) -> str:
+def resolve_artifact_uri(uri: str, store: ArtifactStore, field: str = "artifact_uri") -> str:
     """``runs:/<run_id>/<path>`` → ``<run's artifact root>/<path>``; a store URI → itself,
     normalised, if it is under the store's root. Anything else is refused."""
-    return _resolve(uri, store)[1]
+    return _resolve(uri, store, field)[1]
 
 
-def _resolve(uri: str, store: ArtifactStore) -> tuple[str, str]:
-    """(the boundary nothing may leave: the run's root or the store's, the resolved URI)."""
+def check_reference_uri(uri: str, store: ArtifactStore, field: str = "artifact_uri") -> str:
+    """The rules a reference URI must meet before anything is looked up (artifact refs and model
+    version sources share them): ``runs:/<run_id>/<path>`` or a URI of the store's own scheme
+    (never a bare local path, ``http(s)://`` or another scheme: INVALID_ARTIFACT_URI), no unsafe
+    spelling (``paths.check_safe``: UNSAFE_PATH), a ``file://`` URI names no other host, and a
+    store URI names a folder under the store's root (PERMISSION_DENIED ARTIFACT_URI_OUTSIDE_ROOT
+    otherwise: another folder or bucket). Pure string checks. Returns ``uri`` unchanged."""
     if len(uri) > MAX_URI_CHARS:
         raise InvalidArgument(
-            f"artifact URI {quote(uri)} is {len(uri)} characters long; the limit is {MAX_URI_CHARS}",
+            f"{field} {quote(uri)} is {len(uri)} characters long; the limit is {MAX_URI_CHARS}",
             reason="INVALID_ARTIFACT_URI",
-            field="artifact_uri",
+            field=field,
         )
-    if uri.startswith("runs:/"):
-        run_id, _, path = uri[len("runs:/") :].lstrip("/").partition("/")
-        run_root = _run_root(store, run_id)
-        return run_root, join_uri(run_root, validate_path(path, field="artifact_uri"))
     scheme, sep, rest = uri.partition("://")
-    if not sep or scheme != store.scheme:
+    if not uri.startswith("runs:/") and (not sep or scheme != store.scheme):
+        if not sep or not scheme:
+            kind = "a bare local path: the server never reads files outside its artifact store"
+        elif scheme in ("http", "https"):
+            kind = f"an {scheme} URL: name stored files by their {store.scheme}:// URI, never by a URL"
+        else:
+            kind = f"of scheme {scheme!r}, but this server's artifact store is {store.scheme}://"
         raise InvalidArgument(
-            f"artifact URI {quote(uri)} is not supported here: use runs:/<run_id>/<path> or a {store.scheme}:// URI "
+            f"{field} {quote(uri)} is {kind}; use runs:/<run_id>/<path> or a {store.scheme}:// URI "
             f"under {store.root_uri}",
             reason="INVALID_ARTIFACT_URI",
-            field="artifact_uri",
-            metadata={"uri": uri},
-        )
-    if not rest.strip("/"):
-        raise InvalidArgument(
-            f"artifact URI {quote(uri)} names no folder: give a {store.scheme}:// URI under {store.root_uri}, "
-            "or runs:/<run_id>/<path>",
-            reason="INVALID_ARTIFACT_URI",
-            field="artifact_uri",
-            metadata={"uri": uri},
-        )
-    if ".." in rest.split("/") or "\\" in uri or "\x00" in uri:
-        raise InvalidArgument(
-            f"artifact URI {quote(uri)} has a '..' segment, a backslash or a NUL character",
-            reason="INVALID_ARTIFACT_PATH",
-            field="artifact_uri",
-            metadata={"uri": uri},
-        )
-    normal = store.normalize_uri(uri)
-    root = store.root_uri.rstrip("/")
-    if not store.contains(normal):
-        raise PermissionDenied(
-            f"artifact URI {quote(uri)} is outside this server's {store.describe()}",
-            reason="ARTIFACT_URI_OUTSIDE_ROOT",
+            field=field,
             metadata={"uri": uri, "root": store.root_uri},
         )
+    paths.check_safe(uri, field, uri=True)
+    if uri.startswith("runs:/"):
+        return uri
+    host = rest.partition("/")[0]
+    if scheme == "file" and host not in _LOCAL_FILE_HOSTS:
+        raise InvalidArgument(
+            f"{field} {quote(uri)} names host {quote(host)}: a file:// URI names this server's own files, "
+            f"as file:///<absolute path> under {store.root_uri}",
+            reason="INVALID_ARTIFACT_URI",
+            field=field,
+            metadata={"uri": uri, "host": host},
+        )
+    folder = rest.partition("/")[2] if scheme == "file" else rest  # what follows the host (or the bucket)
+    if not folder.strip("/"):
+        raise InvalidArgument(
+            f"{field} {quote(uri)} names no folder: give a {store.scheme}:// URI under {store.root_uri}, "
+            "or runs:/<run_id>/<path>",
+            reason="INVALID_ARTIFACT_URI",
+            field=field,
+            metadata={"uri": uri},
+        )
+    if not store.contains(store.normalize_uri(uri)):
+        raise PermissionDenied(
+            f"{field} {quote(uri)} is outside this server's {store.describe()}: only files under "
+            f"{store.root_uri} can be named, never another folder or bucket; log them to a run and use "
+            "runs:/<run_id>/<path>",
+            reason="ARTIFACT_URI_OUTSIDE_ROOT",
+            metadata={"uri": uri, "root": store.root_uri, "field": field},
+        )
+    return uri
+
+
+def _resolve(uri: str, store: ArtifactStore, field: str = "artifact_uri") -> tuple[str, str]:
+    """(the boundary nothing may leave: the run's root or the store's, the resolved URI)."""
+    check_reference_uri(uri, store, field)
+    if uri.startswith("runs:/"):
+        runs = parse_runs_uri(uri, reason="INVALID_ARTIFACT_URI", field=field)
+        run_root = _run_root(store, runs.run_id)
+        return run_root, join_uri(run_root, validate_path(runs.path, field=field))
+    normal = store.normalize_uri(uri)  # under the root: check_reference_uri saw to it
+    root = store.root_uri.rstrip("/")
     # Re-validate what lies under the root, so '..' or '//' cannot sneak in through a URI.
-    validate_path(normal[len(root) :].lstrip("/") if normal != root else "", field="artifact_uri")
+    validate_path(normal[len(root) :].lstrip("/") if normal != root else "", field=field)
     return root, normal
 
 
@@ -245,7 +277,7 @@ class ArtifactRepository:
         if run_id:
             base = root = _run_root(self.store, run_id)
         else:
-            base, root = _resolve(artifact_uri, self.store)
+            base, root = _resolve(artifact_uri, self.store, f"{field}.artifact_uri")
         return Location(root=root, path=path, base=base, in_run=bool(run_id) or artifact_uri.startswith("runs:/"))
 
     def check_writable(self, location: Location, action: str) -> None:
@@ -271,7 +303,7 @@ class ArtifactRepository:
         )
 
     def resolve(self, uri: str) -> str:
-        return resolve_artifact_uri(uri, self.store)
+        return resolve_artifact_uri(uri, self.store, field="uri")
 
     def begin_upload(self, location: Location, size: int | None, sha256: str) -> UploadSession:
         if location.uri == location.base:

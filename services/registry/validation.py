@@ -5,23 +5,24 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from keel_server.common.errors import InvalidArgument
+from keel.shared import uris
+from keel_server.artifacts.store import check_reference_uri
+from keel_server.artifacts.stores import ArtifactStore
+from keel_server.common.errors import InvalidArgument, PermissionDenied, quote
 from keel_server.registry.records import ARCHIVABLE_STAGES, STAGES
 
-MAX_NAME = 256
+MAX_NAME = uris.MAX_MODEL_NAME
 MAX_TAG_KEY = 250
 MAX_TAG_VALUE = 100_000
 MAX_DESCRIPTION = 100_000
-MAX_ALIAS = 255
+MAX_ALIAS = uris.MAX_ALIAS
 MAX_SOURCE = 4096
 MAX_RUN_ID = 32
 MAX_RUN_LINK = 4096
 MAX_REQUEST_ID = 64
 MAX_USER = 256
-MAX_VERSION = 2**63 - 1  # version numbers are 64-bit: 1..MAX_VERSION
+MAX_VERSION = uris.MAX_VERSION  # version numbers are 64-bit: 1..MAX_VERSION
 
-_ALIAS_RE = re.compile(r"[A-Za-z0-9_-]+")
-_RESERVED_VERSION_ALIAS = re.compile(r"v\d+", re.IGNORECASE)
 _RUN_ID_RE = re.compile(r"[A-Za-z0-9][\w-]*", re.ASCII)
 
 
@@ -65,19 +66,6 @@ def version_number(version: int, field: str = "version") -> int:
             field=field,
         )
     return version
-
-
-def version_in_uri(text: str) -> int | str:
-    """The version number written in a ``models:/<name>/<digits>`` URI, or what is wrong with it
-    (a phrase for the INVALID_MODEL_URI message): 0 and numbers beyond 64 bits name no version.
-    Never converts an over-long digit string (CPython refuses more than 4,300 digits)."""
-    digits = text.lstrip("0")
-    shown = text if len(text) <= 40 else f"{text[:20]}...{text[-8:]} ({len(text):,} digits)"
-    if not digits:
-        return f"version {shown} is not a positive number"
-    if len(digits) > len(str(MAX_VERSION)) or int(digits) > MAX_VERSION:
-        return f"version {shown} is out of range: version numbers are 1..{MAX_VERSION} (64-bit)"
-    return int(digits)
 
 
 def stage(value: str, field: str = "stage") -> str:
@@ -139,13 +127,13 @@ def alias(name: str, field: str = "alias") -> str:
         )
     if len(name) > MAX_ALIAS:
         raise _too_long("alias", MAX_ALIAS, len(name), field, "INVALID_ALIAS")
-    if not _ALIAS_RE.fullmatch(name):
+    if not uris.ALIAS_PATTERN.fullmatch(name):
         raise InvalidArgument(
             f"alias {name!r} may only contain letters, digits, '_' and '-'",
             reason="INVALID_ALIAS",
             field=field,
         )
-    if name.lower() == "latest" or _RESERVED_VERSION_ALIAS.fullmatch(name):
+    if uris.RESERVED_ALIAS_PATTERN.fullmatch(name):
         raise InvalidArgument(
             f"alias {name!r} is reserved ('latest' and 'v<digits>' name versions in models:/ URIs); choose another",
             reason="RESERVED_ALIAS",
@@ -158,6 +146,42 @@ def bounded(value: str, limit: int, what: str, field: str, reason: str = "INVALI
     if len(value) > limit:
         raise _too_long(what, limit, len(value), field, reason)
     return value
+
+
+def source(value: str, store: ArtifactStore) -> str:
+    """A model version's source, checked before anything is looked up: ``models:/...`` (a
+    version the registry knows; resolved by name to its own snapshot, never read as a path),
+    ``runs:/<run_id>/<path>``, or a URI inside the server's artifact store (``file:///<root>/...``
+    on the local store, ``s3://<bucket>/<prefix>/...`` on S3). A bare local path, ``http(s)://``,
+    another scheme or a ``file://`` URI of another host is INVALID_ARGUMENT
+    (``INVALID_ARTIFACT_URI``); any spelling, percent-decoded until stable, with a ``..``
+    segment, a control character, a backslash, ``#``, ``;`` or a drive prefix is
+    ``UNSAFE_PATH``; a store URI outside the store's root (another folder or bucket, such as
+    ``file:///etc/passwd``) is INVALID_ARGUMENT ``SOURCE_OUTSIDE_STORE``: a source is an
+    argument, and unlike the artifact API (where reaching outside is PERMISSION_DENIED) nothing
+    outside the store is ever a valid one."""
+    if not value.strip():
+        raise InvalidArgument(
+            "source is empty: pass where the model files are (runs:/<run_id>/<path>, models:/<name>/<version> "
+            "or an artifact URI)",
+            reason="INVALID_SOURCE",
+            field="source",
+        )
+    bounded(value, MAX_SOURCE, "source", "source", "INVALID_SOURCE")
+    if value.startswith("models:"):
+        return value
+    try:
+        return check_reference_uri(value, store, field="source")
+    except PermissionDenied as exc:
+        if exc.reason != "ARTIFACT_URI_OUTSIDE_ROOT":
+            raise
+        raise InvalidArgument(
+            f"source {quote(value)} is outside this server's {store.describe()}: a model version's files must "
+            f"come from the store ({store.root_uri}); log them to a run and register runs:/<run_id>/<path>",
+            reason="SOURCE_OUTSIDE_STORE",
+            field="source",
+            metadata={"root": store.root_uri},
+        ) from None
 
 
 def run_id(value: str) -> str:

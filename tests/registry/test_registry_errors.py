@@ -151,7 +151,7 @@ def test_bad_sources_burn_no_number(client, keel_server, model_name, tmp_path) -
         ("", kx.InvalidArgument, "INVALID_SOURCE"),
         ("runs:/0123456789abcdef0123456789abcdef/model", kx.NotFound, "RUN_NOT_FOUND"),
         ("s3://elsewhere/model", kx.InvalidArgument, "INVALID_ARTIFACT_URI"),
-        (f"file://{tmp_path}/outside", kx.PermissionDenied, "ARTIFACT_URI_OUTSIDE_ROOT"),
+        (f"file://{tmp_path}/outside", kx.InvalidArgument, "SOURCE_OUTSIDE_STORE"),
         (make_source(client).uri.replace("/model", "/missing"), kx.NotFound, "SOURCE_NOT_FOUND"),
         (f"models:/{model_name}/1", kx.NotFound, "MODEL_VERSION_NOT_FOUND"),
         ("models:/", kx.InvalidArgument, "INVALID_MODEL_URI"),

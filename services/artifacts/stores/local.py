@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Iterator
 from stat import S_ISDIR
 
-from keel.artifacts._transfer import NO_ROOM, libc_function, reserve_space
+from keel.shared.chunks import NO_ROOM, libc_function, reserve_space
 from keel_server.artifacts.stores import READ_CHUNK_BYTES, ArtifactStore, ArtifactWriter, ObjectInfo, join_uri
 from keel_server.common.errors import FailedPrecondition, NotFound, PermissionDenied, ResourceExhausted
 
@@ -164,11 +164,12 @@ class _LocalWriter(ArtifactWriter):
         super().__init__(uri)
         self._store = store
         self._target = store.path_of(uri)
-        os.makedirs(store.staging, exist_ok=True)
+        os.makedirs(store.staging, mode=0o700, exist_ok=True)
         self._temp = store._claim_staging(".part")
         try:
-            # O_EXCL: a fresh file, never an existing one written in place.
-            self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
+            # O_EXCL: a fresh file, never an existing one written in place; private to the server's
+            # user (0600) while it is being written, as every temporary file of keel's.
+            self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o600)
         except BaseException:
             store._release_staging(self._temp)
             raise
@@ -492,7 +493,7 @@ class LocalArtifactStore(ArtifactStore):
         if not pairs:  # an empty folder: nothing to copy, as on S3
             self.delete(dst_uri)
             return 0, 0
-        os.makedirs(self.staging, exist_ok=True)
+        os.makedirs(self.staging, mode=0o700, exist_ok=True)
         staged = self._claim_staging(".copy")
         copied: list[str] = []  # files that had to be copied, not linked: fsynced before the rename
         records: list[tuple[str, int, str]] = []

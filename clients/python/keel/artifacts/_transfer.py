@@ -11,8 +11,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
 import hashlib
 import os
 import queue
@@ -29,6 +27,20 @@ from keel._transport import RetryBudget, Transport
 from keel.artifacts.v1 import artifacts_pb2 as pb
 from keel.artifacts.v1 import artifacts_pb2_grpc
 from keel.exceptions import InvalidArgument, KeelError, from_rpc_error
+from keel.shared import pages
+from keel.shared.chunks import (
+    DOWNLOAD_METHOD,
+    UPLOAD_METHOD,
+    frame_chunk,
+    make_private_dirs,
+    open_private_file,
+    parse_message_or_chunk,
+    reserve_space,
+    serialize_message,
+)
+from keel.shared.chunks import fallocate as _fallocate  # noqa: F401 - re-exported (tests read it here)
+from keel.shared.chunks import parse_chunk as parse_chunk
+from keel.shared.uris import parse_runs_uri
 
 # Bytes per upload message (the server accepts up to 4 MiB). 1 MiB measured fastest through
 # Python gRPC on loopback (bigger messages fall out of the CPU caches while they are copied).
@@ -39,7 +51,7 @@ PIPELINE_CHUNKS = 4
 PARALLEL_FILES = 4
 # Progress bars only for transfers over this size, and only on a terminal.
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
-LIST_PAGE_SIZE = 1000
+LIST_PAGE_SIZE = pages.LIST_ARTIFACTS.default
 # Deadline of one transfer: a floor plus the time at a (very slow) 1 MB/s.
 MIN_DEADLINE_S = 120.0
 PART_SUFFIX = ".keel-part"
@@ -106,98 +118,14 @@ def _stub(transport: Transport) -> artifacts_pb2_grpc.ArtifactServiceStub:
     return transport.stub(artifacts_pb2_grpc.ArtifactServiceStub)
 
 
-# ---------------------------------------------------------------- files on disk
-def libc_function(name: str, *argtypes: Any) -> Callable[..., int] | None:
-    """A Linux C library function through ctypes (errno kept for ``ctypes.get_errno``), or None
-    on other systems or where the C library lacks it (callers then do without)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        fn = getattr(ctypes.CDLL(None, use_errno=True), name)
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = list(argtypes)
-    fn.restype = ctypes.c_int
-    return fn  # type: ignore[no-any-return]
-
-
-_fallocate = libc_function("fallocate", ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
-_FALLOC_FL_KEEP_SIZE = 1
-# errno values of a full disk or quota.
-NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})
-
-
-def reserve_space(fd: int, size: int, path: str) -> None:
-    """Reserves disk blocks for the ``size`` bytes about to be written to ``fd`` from its start
-    (its length stays as it is), so that a disk without room fails here, before a byte moves
-    (OSError ENOSPC or EDQUOT, naming ``path``), not half-way through a long transfer; the
-    blocks also come in one piece. A filesystem that cannot reserve is written as usual."""
-    if size <= 0:
-        return
-    if hasattr(os, "fstatvfs"):
-        # Checked first: fallocate would fill the disk up to its last block before failing.
-        # (f_bfree counts the blocks kept for root too: fallocate has the last word on those.)
-        fs = os.fstatvfs(fd)
-        if size > fs.f_bfree * fs.f_frsize:
-            raise OSError(errno.ENOSPC, f"{size} bytes needed, {fs.f_bfree * fs.f_frsize} free", path)
-    if _fallocate is None:
-        return
-    if _fallocate(fd, _FALLOC_FL_KEEP_SIZE, 0, size) != 0:
-        code = ctypes.get_errno()
-        if code in NO_ROOM:
-            raise OSError(code, f"{size} bytes needed: {os.strerror(code)}", path)
-
-
-# ---------------------------------------------------------------- chunk framing
-# A chunk message (UploadArtifactRequest or DownloadArtifactResponse with only ``chunk`` set) is
-# field 2, length-delimited: the tag byte 0x12, the length as a varint, then the bytes. Framing
-# one by hand costs one copy of the bytes where building and serialising a message costs two,
-# and reading one back as a view of the received buffer costs none where parsing it and reading
-# ``.chunk`` costs two. Both ends (SDK and server) use these, and anything else on the wire
-# (headers, trailers, chunks framed differently by another client) goes through protobuf.
-CHUNK_TAG = 0x12
-UPLOAD_METHOD = "/keel.artifacts.v1.ArtifactService/UploadArtifact"
-DOWNLOAD_METHOD = "/keel.artifacts.v1.ArtifactService/DownloadArtifact"
-
-
-def frame_chunk(data: bytes | memoryview) -> bytes:
-    """The serialised message ``{chunk: data}`` (valid for both streaming messages)."""
-    n = len(data)
-    prefix = bytearray((CHUNK_TAG,))
-    while n > 0x7F:
-        prefix.append((n & 0x7F) | 0x80)
-        n >>= 7
-    prefix.append(n)
-    return b"".join((prefix, data))
-
-
-def parse_chunk(data: bytes) -> memoryview | None:
-    """The bytes of a serialised chunk-only message, as a view (no copy); None for any other."""
-    if not data or data[0] != CHUNK_TAG:
-        return None
-    length = shift = 0
-    for pos in range(1, min(len(data), 11)):
-        byte = data[pos]
-        length |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return memoryview(data)[pos + 1 :] if pos + 1 + length == len(data) else None
-    return None
-
-
-def serialize_message(message: bytes | Any) -> bytes:
-    """gRPC serializer that passes pre-framed chunks through and serialises messages."""
-    return message if isinstance(message, bytes) else message.SerializeToString()  # type: ignore[no-any-return]
-
-
+# ---------------------------------------------------------------- chunk messages
+# Chunk framing and disk reservation are shared with the server: ``keel.shared.chunks``.
 def parse_upload_request(data: bytes) -> pb.UploadArtifactRequest | memoryview:
-    chunk = parse_chunk(data)
-    return pb.UploadArtifactRequest.FromString(data) if chunk is None else chunk
+    return parse_message_or_chunk(pb.UploadArtifactRequest.FromString, data)
 
 
 def parse_download_response(data: bytes) -> pb.DownloadArtifactResponse | memoryview:
-    chunk = parse_chunk(data)
-    return pb.DownloadArtifactResponse.FromString(data) if chunk is None else chunk
+    return parse_message_or_chunk(pb.DownloadArtifactResponse.FromString, data)
 
 
 def _upload_call(transport: Transport) -> grpc.StreamUnaryMultiCallable:
@@ -323,14 +251,14 @@ def download_file(transport: Transport, source: pb.ArtifactRef, dst: str) -> Fil
     """Downloads one file to ``dst`` (via ``dst.keel-part``), resuming after UNAVAILABLE and
     verifying size and sha256 before the file appears."""
     download = _download_call(transport)
-    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    make_private_dirs(os.path.dirname(os.path.abspath(dst)))
     part = dst + PART_SUFFIX
     offset, size, sha = 0, -1, ""
     digest = hashlib.sha256()
     retries = RetryBudget()
     progress: _Progress | None = None
     try:
-        with open(part, "wb") as out, _Sink(out, digest) as sink:
+        with open_private_file(part) as out, _Sink(out, digest) as sink:
             while True:
                 try:
                     stream = download(pb.DownloadArtifactRequest(ref=source, offset=offset), timeout=_deadline(max(size, 0)))
@@ -491,7 +419,7 @@ def _local_name(source: pb.ArtifactRef) -> str:
         return source.path.rsplit("/", 1)[-1]
     uri = source.artifact_uri
     if uri.startswith("runs:/"):
-        uri = uri[len("runs:/") :].lstrip("/").partition("/")[2]
+        uri = parse_runs_uri(uri, reason="INVALID_ARTIFACT_URI").path
     return uri.rstrip("/").rsplit("/", 1)[-1] if uri else ""
 
 
@@ -504,7 +432,7 @@ def download_tree(transport: Transport, source: pb.ArtifactRef, dst_dir: str) ->
     if not info.is_dir:
         download_file(transport, source, local_root)
         return local_root
-    os.makedirs(local_root, exist_ok=True)
+    make_private_dirs(local_root)
     files = [f for f in list_all(transport, source, recursive=True) if not f.is_dir]
     prefix = f"{source.path}/" if source.path else ""
     real_root = os.path.realpath(local_root)
