@@ -23,6 +23,9 @@ class App:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # Callbacks run on graceful shutdown (background threads, model workers).
     shutdown_hooks: list[Any] = field(default_factory=list, repr=False)
+    # Callbacks run when shutdown starts, before in-flight calls drain: they end the streams
+    # that never end on their own (WatchEvents), which would otherwise hold the whole grace period.
+    drain_hooks: list[Any] = field(default_factory=list, repr=False)
 
     @property
     def artifact_store(self) -> ArtifactStore:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -407,7 +408,7 @@ class AuditEvent(BaseModel):
     resource_type = pw.CharField(max_length=32, default="")
     resource_id = pw.CharField(max_length=512, default="")
     scope_type = pw.CharField(max_length=16, default="")
-    scope_id = pw.CharField(max_length=64, default="")
+    scope_id = pw.CharField(max_length=256, default="")  # an experiment id or a model name
     before = pw.TextField(default="")
     after = pw.TextField(default="")
     request_id = pw.CharField(max_length=64, default="")
@@ -510,18 +511,61 @@ def is_mysql() -> bool:
 _sqlite_write_lock = threading.RLock()
 
 
+@dataclass(frozen=True)
+class _TransactionHooks:
+    before_commit: Callable[[], None]
+    on_rollback: Callable[[], None]
+    after_commit: Callable[[], None] | None
+
+
+_transaction_hooks: list[_TransactionHooks] = []
+
+
+def add_transaction_hooks(
+    before_commit: Callable[[], None],
+    on_rollback: Callable[[], None],
+    after_commit: Callable[[], None] | None = None,
+) -> None:
+    """Registers callbacks for the outermost ``write_transaction`` of every thread (nested ones
+    are savepoints and run none): ``before_commit`` as the block's last statement inside the
+    transaction (what it writes commits or rolls back with the change), ``on_rollback`` when the
+    transaction does not commit (an exception out of the block, from a hook or from COMMIT
+    itself), ``after_commit`` once it committed. Registering the same callbacks again is a no-op.
+    The audit log uses them; this module knows nothing of what they write."""
+    hooks = _TransactionHooks(before_commit, on_rollback, after_commit)
+    if hooks not in _transaction_hooks:
+        _transaction_hooks.append(hooks)
+
+
 @contextlib.contextmanager
 def write_transaction() -> Iterator[None]:
     """A write transaction. On SQLite it takes the write lock up front (BEGIN IMMEDIATE) so
-    concurrent writers wait on the busy timeout instead of failing with SQLITE_BUSY on upgrade."""
-    if is_sqlite():
-        # Writers of this process queue on a lock (woken at once) instead of in SQLite's busy
-        # handler, which sleeps in growing steps and caps a busy server at a few hundred writes/s.
-        with _sqlite_write_lock, db.obj.atomic(lock_type="IMMEDIATE"):
-            yield
-    else:
-        with db.atomic():
-            yield
+    concurrent writers wait on the busy timeout instead of failing with SQLITE_BUSY on upgrade.
+    The outermost one of a thread runs the ``add_transaction_hooks`` callbacks."""
+    # Peewee keeps its transaction stack per thread, like the connection: depth 0 here means this
+    # block owns the real transaction (and its COMMIT); deeper ones are savepoints.
+    outermost = db.transaction_depth() == 0
+    hooks = list(_transaction_hooks) if outermost else []
+    try:
+        if is_sqlite():
+            # Writers of this process queue on a lock (woken at once) instead of in SQLite's busy
+            # handler, which sleeps in growing steps and caps a busy server at a few hundred writes/s.
+            with _sqlite_write_lock, db.obj.atomic(lock_type="IMMEDIATE"):
+                yield
+                for hook in hooks:
+                    hook.before_commit()
+        else:
+            with db.atomic():
+                yield
+                for hook in hooks:
+                    hook.before_commit()
+    except BaseException:
+        for hook in hooks:
+            hook.on_rollback()
+        raise
+    for hook in hooks:
+        if hook.after_commit is not None:
+            hook.after_commit()
 
 
 def is_retryable(exc: BaseException) -> bool:

@@ -11,11 +11,12 @@ a traceback.
 from __future__ import annotations
 
 import contextvars
+import itertools
 import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import peewee as pw
@@ -28,6 +29,9 @@ from keel_server.common import db as dbmod
 from keel_server.common import metrics
 from keel_server.common.errors import ERROR_DOMAIN, Aborted, InvalidArgument, KeelError, Unavailable
 from keel_server.common.logs import request_id_var
+
+if TYPE_CHECKING:
+    from keel_server.auth.gate import Entered, Gate
 
 log = logging.getLogger("keel.rpc")
 
@@ -53,9 +57,27 @@ def to_status(error: KeelError) -> status_pb2.Status:
 
 
 def translate(exc: BaseException) -> KeelError | None:
-    """Maps an exception to the domain error the caller sees; None means INTERNAL."""
+    """Maps an exception to the domain error the caller sees; None means INTERNAL.
+
+    It is also the one place where the SDK's errors become the server's: the shared layer
+    (``keel.shared``: URI grammar, tensor codec), ``keel.pyfunc`` and the flavors raise
+    ``keel.exceptions`` errors, which keep their code, reason, field and metadata here."""
     if isinstance(exc, KeelError):
         return exc
+    from keel.exceptions import KeelError as SdkError
+    from keel_server.common import errors
+
+    if isinstance(exc, SdkError):
+        kinds = (
+            errors.NotFound, errors.AlreadyExists, errors.InvalidArgument, errors.FailedPrecondition,
+            errors.Aborted, errors.Unavailable, errors.PermissionDenied, errors.Unauthenticated,
+            errors.Unimplemented, errors.DataLoss, errors.ResourceExhausted,
+        )  # fmt: skip
+        kind = next((k for k in kinds if k.code == exc.code), KeelError)
+        error = kind(exc.message, reason=exc.reason, field=exc.field or None, metadata=exc.metadata)
+        if kind is KeelError and exc.code not in (grpc.StatusCode.OK, grpc.StatusCode.UNKNOWN):
+            error.code = exc.code  # DEADLINE_EXCEEDED, INTERNAL, ...: as it was; never UNKNOWN
+        return error
     if isinstance(exc, pw.PeeweeException) and dbmod.is_retryable(exc):
         return Aborted(
             f"the operation lost a race with a concurrent change, retry it ({exc})",
@@ -127,6 +149,10 @@ def _checked_stream(requests: Iterator[Any]) -> Iterator[Any]:
 
 
 class KeelServerInterceptor(grpc.ServerInterceptor):
+    def __init__(self, gate: Gate | None = None) -> None:
+        # Auth and audit (``keel_server.auth.gate``); None or inactive: every call goes through.
+        self.gate = gate if gate is not None and gate.active else None
+
     def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
@@ -139,10 +165,12 @@ class KeelServerInterceptor(grpc.ServerInterceptor):
         incoming = dict(details.invocation_metadata or ())  # type: ignore[attr-defined]
         given_id = incoming.get("x-request-id", "")
         request_deserializer = _tolerant(handler.request_deserializer, method)
+        # Bind the metadata now: the wrappers run later, in a worker thread.
+        admit = self._admission(method, incoming)
 
         if handler.unary_unary or handler.stream_unary:
             inner = handler.unary_unary or handler.stream_unary
-            wrapped_unary = self._wrap_unary(inner, method, given_id, streaming=bool(handler.stream_unary))
+            wrapped_unary = self._wrap_unary(inner, method, given_id, streaming=bool(handler.stream_unary), admit=admit)
             factory = (
                 grpc.unary_unary_rpc_method_handler
                 if handler.unary_unary
@@ -154,7 +182,9 @@ class KeelServerInterceptor(grpc.ServerInterceptor):
                 response_serializer=handler.response_serializer,
             )
         inner_stream = handler.unary_stream or handler.stream_stream
-        wrapped_stream = self._wrap_stream(inner_stream, method, given_id, streaming=bool(handler.stream_stream))
+        wrapped_stream = self._wrap_stream(
+            inner_stream, method, given_id, streaming=bool(handler.stream_stream), admit=admit
+        )
         factory = (
             grpc.unary_stream_rpc_method_handler
             if handler.unary_stream
@@ -166,15 +196,25 @@ class KeelServerInterceptor(grpc.ServerInterceptor):
             response_serializer=handler.response_serializer,
         )
 
+    def _admission(self, method: str, metadata: dict[str, Any]) -> Admission | None:
+        if self.gate is None:
+            return None
+        return Admission(self.gate, method, metadata)
+
     def _wrap_unary(
-        self, behavior: Callable[..., Any], method: str, given_id: str, streaming: bool
+        self, behavior: Callable[..., Any], method: str, given_id: str, streaming: bool, admit: Admission | None
     ) -> Callable[..., Any]:
         def call(request: Any, context: grpc.ServicerContext) -> Any:
             token = _begin(context, given_id)
             started = time.perf_counter()
             try:
-                response = behavior(_checked_stream(request) if streaming else _checked(request), context)
+                request = _checked_stream(request) if streaming else _checked(request)
+                if admit is not None:
+                    request = admit.enter(request, context, streaming)
+                response = behavior(request, context)
+                _leave(admit, True)
             except Exception as exc:  # noqa: BLE001 - the one place exceptions become statuses
+                _leave(admit, False)
                 _abort(context, exc, method, started)
                 raise  # not reached: _abort always raises
             finally:
@@ -185,20 +225,57 @@ class KeelServerInterceptor(grpc.ServerInterceptor):
         return call
 
     def _wrap_stream(
-        self, behavior: Callable[..., Any], method: str, given_id: str, streaming: bool
+        self, behavior: Callable[..., Any], method: str, given_id: str, streaming: bool, admit: Admission | None
     ) -> Callable[..., Any]:
         def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             token = _begin(context, given_id)
             started = time.perf_counter()
             try:
-                yield from behavior(_checked_stream(request) if streaming else _checked(request), context)
+                request = _checked_stream(request) if streaming else _checked(request)
+                if admit is not None:
+                    request = admit.enter(request, context, streaming)
+                yield from behavior(request, context)
+                _leave(admit, True)
             except Exception as exc:  # noqa: BLE001
+                _leave(admit, False)
                 _abort(context, exc, method, started)
             finally:
+                _leave(admit, False)  # no-op unless the client went away mid-stream (GeneratorExit)
                 request_id_var.reset(token)
             metrics.observe(method, "OK", started)
 
         return call
+
+
+class Admission:
+    """The gate's part of one call: ``enter`` with the decoded request (the first message of a
+    request stream), ``leave`` once the handler is done."""
+
+    def __init__(self, gate: Gate, method: str, metadata: dict[str, Any]) -> None:
+        self.gate = gate
+        self.method = method
+        self.metadata = metadata
+        self.entered: Entered | None = None
+
+    def enter(self, request: Any, context: grpc.ServicerContext, streaming: bool) -> Any:
+        if not streaming:
+            self.entered = self.gate.enter(self.method, self.metadata, context, request)
+            return request
+        # A request stream: the first message decides (an upload's header); PredictStream checks
+        # every message.
+        first = next(request, None)
+        self.entered = self.gate.enter(self.method, self.metadata, context, first)
+        rest = request if first is None else itertools.chain((first,), request)
+        return self.gate.guarded_stream(self.entered, rest)
+
+    def leave(self, succeeded: bool) -> None:
+        entered, self.entered = self.entered, None
+        self.gate.leave(entered, succeeded)
+
+
+def _leave(admit: Admission | None, succeeded: bool) -> None:
+    if admit is not None and admit.entered is not None:
+        admit.leave(succeeded)
 
 
 def _begin(context: grpc.ServicerContext, given_id: str) -> contextvars.Token[str]:

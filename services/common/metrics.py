@@ -25,12 +25,17 @@ model URIs or request data.
 
 from __future__ import annotations
 
+import socketserver
+import ssl
+import threading
 import time
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app, start_http_server
 
 from keel_server.common import db as dbmod
+from keel_server.common.tls import TLSServerMixin, listening_family
 
 RPC_SECONDS = Histogram(
     "keel_rpc_duration_seconds",
@@ -149,6 +154,25 @@ def row_count(data: Any) -> int:
     return 1
 
 
-def serve_metrics(host: str, port: int) -> None:
-    """Starts the /metrics HTTP endpoint in a daemon thread."""
-    start_http_server(port, addr=host)
+def serve_metrics(host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
+    """Starts the /metrics HTTP endpoint in a daemon thread; https with ``ssl_context`` (the
+    server's TLS settings, client certificates required under mutual TLS)."""
+    if ssl_context is None:
+        start_http_server(port, addr=host)
+        return
+
+    # prometheus_client's own TLS wraps the listening socket, where one client that never sends
+    # its handshake stalls every scrape; TLSServerMixin shakes hands in each connection's thread.
+    class TLSMetricsServer(TLSServerMixin, socketserver.ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+        address_family = listening_family(host)
+
+    server = TLSMetricsServer((host, port), _QuietHandler)
+    server.set_app(make_wsgi_app())
+    server.ssl_context = ssl_context
+    threading.Thread(target=server.serve_forever, name="keel-metrics", daemon=True).start()
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass  # scrapes are not worth a log line each

@@ -303,3 +303,13 @@ def keyset_after(columns: Sequence[SortColumn], cursor: Sequence[Any]) -> pw.Col
         equal = same if equal is None else (equal & same)
     assert condition is not None
     return condition
+
+
+def upsert(model: Any, rows: list[dict[str, Any]], target: list[Any], preserve: list[Any]) -> None:
+    """INSERT, or on a key conflict update the ``preserve`` columns (MySQL's ON DUPLICATE KEY
+    takes no conflict target; the others need it)."""
+    query = model.insert_many(rows)
+    if is_mysql():
+        query.on_conflict(preserve=preserve).execute()
+    else:
+        query.on_conflict(conflict_target=target, preserve=preserve).execute()

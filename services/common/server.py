@@ -24,6 +24,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from keel_server.audit import servicer as audit_servicer
+from keel_server.auth import servicer as auth_servicer
+from keel_server.auth.gate import Gate
 from keel_server.common import db as dbmod
 from keel_server.common import discovery, metrics
 from keel_server.common.app import App
@@ -33,6 +36,7 @@ from keel_server.common.memory import tune_allocator
 from keel_server.common.metrics import serve_metrics
 from keel_server.common.migrations import ensure_current
 from keel_server.common.sweeper import PeriodicSweeper, sweep_interval
+from keel_server.common.tls import server_credentials, ssl_context
 
 log = logging.getLogger("keel.server")
 
@@ -62,8 +66,14 @@ class RunningServer:
     service_names: list[str]
 
     def stop(self, grace: float | None = None) -> None:
-        """Marks every service NOT_SERVING, drains in-flight calls, then runs shutdown hooks."""
+        """Marks every service NOT_SERVING, ends the endless streams, drains in-flight calls,
+        then runs shutdown hooks."""
         self.health.enter_graceful_shutdown()
+        for hook in self.app.drain_hooks:
+            try:
+                hook()
+            except Exception:  # noqa: BLE001 - shutdown must go on
+                log.exception("drain hook failed")
         self.server.stop(self.app.settings.grace_seconds if grace is None else grace).wait()
         for hook in reversed(self.app.shutdown_hooks):
             try:
@@ -105,6 +115,8 @@ def open_app(settings: Settings) -> App:
 
 
 def build_server(settings: Settings, app: App | None = None) -> RunningServer:
+    # TLS files are checked before anything opens or listens (ValueError naming the bad one).
+    credentials = server_credentials(settings)
     tune_allocator()  # before gRPC and the executor start their threads
     app = app or open_app(settings)
     options = [
@@ -120,7 +132,7 @@ def build_server(settings: Settings, app: App | None = None) -> RunningServer:
     ]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="keel-rpc"),
-        interceptors=[KeelServerInterceptor()],
+        interceptors=[KeelServerInterceptor(Gate(settings))],
         options=options,
     )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
@@ -130,6 +142,9 @@ def build_server(settings: Settings, app: App | None = None) -> RunningServer:
     for name in settings.services:
         module = importlib.import_module(SERVICE_MODULES[name])
         service_names.extend(module.add_to_server(server, app))
+    # Auth and audit run on every server (WhoAmI, the audit log of the shared database).
+    service_names.extend(auth_servicer.add_to_server(server, app))
+    service_names.extend(audit_servicer.add_to_server(server, app))
     service_names.extend(discovery.add_to_server(server, settings))
     for full_name in service_names:
         health_servicer.set(full_name, health_pb2.HealthCheckResponse.SERVING)
@@ -138,7 +153,8 @@ def build_server(settings: Settings, app: App | None = None) -> RunningServer:
         [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
         server,
     )
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    address = f"{settings.host}:{settings.port}"
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {settings.host}:{settings.port} (address in use or not available)")
     server.start()
@@ -147,7 +163,7 @@ def build_server(settings: Settings, app: App | None = None) -> RunningServer:
         app.shutdown_hooks.append(sweeper.stop)
         sweeper.start()
     if settings.metrics_port:
-        serve_metrics(settings.host, settings.metrics_port)
+        serve_metrics(settings.host, settings.metrics_port, ssl_context(settings))
     log.info("keel listening", extra={"port": port, "service": ",".join(settings.services)})
     return RunningServer(
         server=server, port=port, app=app, health=health_servicer, service_names=service_names

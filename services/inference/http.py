@@ -20,20 +20,31 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 import grpc
 
 import keel
+from keel_server.auth import policy
 from keel_server.common.errors import InvalidArgument, KeelError, ResourceExhausted
 from keel_server.common.interceptors import translate
+from keel_server.common.tls import TLSServerMixin, scheme
 from keel_server.inference import codecs
 from keel_server.inference.runtime import InferenceRuntime
 
+if TYPE_CHECKING:
+    from keel_server.auth.gate import Gate
+
 log = logging.getLogger("keel.inference.http")
+# The gRPC calls whose permission rules the HTTP routes share: scoring is Predict, /health is a
+# server probe (any authenticated caller).
+PREDICT_METHOD = policy.INFERENCE + "Predict"
+AUTHENTICATED_PROBE = policy.KSERVE + "ServerReady"
 
 _HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
@@ -42,6 +53,8 @@ _HTTP_STATUS = {
     grpc.StatusCode.FAILED_PRECONDITION: 503,
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
 }
 # MLflow's error_code names for the statuses above.
 _MLFLOW_CODE = {
@@ -50,6 +63,8 @@ _MLFLOW_CODE = {
     413: "BAD_REQUEST",
     415: "BAD_REQUEST",
     503: "TEMPORARILY_UNAVAILABLE",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
 }
 
 
@@ -57,16 +72,27 @@ class _UnsupportedMediaType(InvalidArgument):
     pass
 
 
-class ScoringServer(ThreadingHTTPServer):
+class ScoringServer(TLSServerMixin, ThreadingHTTPServer):
+    """Plain HTTP, or https when given the server's TLS context (``keel_server.common.tls``)."""
+
     daemon_threads = True
     request_queue_size = 1024
 
     def __init__(
-        self, address: tuple[str, int], runtime: InferenceRuntime, max_body: int, reuse_port: bool
+        self,
+        address: tuple[str, int],
+        runtime: InferenceRuntime,
+        max_body: int,
+        reuse_port: bool,
+        ssl_context: ssl.SSLContext | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self.runtime = runtime
+        # Auth (keel server --auth): the same checks as the gRPC Predict call.
+        self.gate = gate if gate is not None and gate.auth else None
         self.max_body = max_body
         self.reuse_port = reuse_port
+        self.ssl_context = ssl_context
         super().__init__(address, ScoringHandler)
 
     def server_bind(self) -> None:
@@ -98,6 +124,11 @@ class ScoringHandler(BaseHTTPRequestHandler):
             ok = runtime.all_ready() and bool(runtime.views())
             self._send(200 if ok else 503, b"\n", "text/plain")
         elif path == "/health":
+            try:
+                self._authorize(AUTHENTICATED_PROBE, "")
+            except KeelError as exc:
+                self._refuse(exc)
+                return
             views = runtime.views()
             ok = bool(views) and runtime.all_ready()
             body = {
@@ -139,6 +170,12 @@ class ScoringHandler(BaseHTTPRequestHandler):
             or self.headers.get("X-Keel-Deployment", "")
         )
         try:
+            self._authorize(PREDICT_METHOD, name)
+        except KeelError as exc:
+            self.close_connection = True  # the body of a refused request is never read
+            self._refuse(exc)
+            return
+        try:
             self._invocations(name)
         except Exception as exc:  # noqa: BLE001 - every failure becomes an HTTP error body
             error = translate(exc)
@@ -149,6 +186,31 @@ class ScoringHandler(BaseHTTPRequestHandler):
             self._error(
                 status, _MLFLOW_CODE.get(status, "INTERNAL_ERROR"), error.message, reason=error.reason
             )
+
+    def _authorize(self, method: str, deployment: str) -> None:
+        """UNAUTHENTICATED or PERMISSION_DENIED (as for gRPC) unless auth is off or the caller may
+        call ``method`` on ``deployment`` (the only one when none is named)."""
+        gate = self.server.gate
+        if gate is None:
+            return
+        if not deployment and method == PREDICT_METHOD:
+            views = self.server.runtime.views()
+            deployment = views[0].name if len(views) == 1 else ""
+        entered = gate.enter(
+            method,
+            {"authorization": self.headers.get("Authorization", "")},
+            None,
+            SimpleNamespace(deployment=deployment),
+            peer=f"ipv4:{self.client_address[0]}:{self.client_address[1]}",
+            certificate_name=_certificate_name(self.connection),
+        )
+        gate.leave(entered, True)
+
+    def _refuse(self, exc: KeelError) -> None:
+        status = _HTTP_STATUS.get(exc.code, 500)
+        headers = {"WWW-Authenticate": 'Bearer realm="keel"'} if status == 401 else None
+        body = {"error_code": _MLFLOW_CODE.get(status, "INTERNAL_ERROR"), "message": exc.message, "reason": exc.reason}
+        self._send(status, json.dumps(body).encode(), "application/json", headers)
 
     def _invocations(self, name: str) -> None:
         runtime = self.server.runtime
@@ -243,13 +305,36 @@ class ScoringHandler(BaseHTTPRequestHandler):
 
 
 def start_http_server(
-    runtime: InferenceRuntime, host: str, port: int, max_body: int, reuse_port: bool = False
+    runtime: InferenceRuntime,
+    host: str,
+    port: int,
+    max_body: int,
+    reuse_port: bool = False,
+    ssl_context: ssl.SSLContext | None = None,
+    gate: Gate | None = None,
 ) -> ScoringServer:
-    """Binds and serves on a background thread; ``stop()`` shuts it down."""
-    server = ScoringServer((host, port), runtime, max_body, reuse_port)
+    """Binds and serves on a background thread (https with ``ssl_context``); ``stop()`` shuts it
+    down."""
+    server = ScoringServer((host, port), runtime, max_body, reuse_port, ssl_context, gate)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.5}, name="keel-http", daemon=True
     )
     thread.start()
-    log.info("MLflow-compatible scoring on http://%s:%d", host, server.server_address[1])
+    log.info("MLflow-compatible scoring on %s://%s:%d", scheme(ssl_context), host, server.server_address[1])
     return server
+
+
+def _certificate_name(connection: Any) -> str | None:
+    """The common name of a verified client certificate (mutual TLS), else None."""
+    getpeercert = getattr(connection, "getpeercert", None)
+    if getpeercert is None:
+        return None
+    try:
+        certificate = getpeercert()
+    except ValueError:  # the handshake has not completed
+        return None
+    for rdn in (certificate or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None

@@ -151,6 +151,8 @@ def add_to_server(server: grpc.Server, app: App) -> list[str]:
     ``keel models serve`` passes an app that already carries its runtime (one static
     deployment); ``keel server`` builds one over the deployments table.
     """
+    from keel_server.auth.gate import Gate
+    from keel_server.common.tls import ssl_context
     from keel_server.inference import http, kserve
 
     runtime: InferenceRuntime | None = getattr(app, "inference_runtime", None)
@@ -170,6 +172,8 @@ def add_to_server(server: grpc.Server, app: App) -> list[str]:
             app.settings.http_port,
             app.settings.max_message_bytes,
             app.settings.reuse_port,
+            ssl_context(app.settings),
+            Gate(app.settings) if app.settings.auth else None,
         )
         app.shutdown_hooks.append(scoring.stop)
     return names

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import peewee as pw
 
+from keel_server.auth import visibility
 from keel_server.common import pagination
 from keel_server.common.db import Deployment, now_ms, write_transaction
 from keel_server.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -141,10 +142,20 @@ class DatabaseDeployments:
         size = pagination.page_size(page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         fp = pagination.fingerprint("deployments")
         cursor = pagination.decode_token(page_token, fp)
-        query = Deployment.select().order_by(Deployment.name)
-        if cursor:
-            query = query.where(Deployment.name > str(cursor[0]))
-        rows, token = pagination.trim(list(query.limit(size + 1)), size, lambda last: [last.name], fp)
+        after = str(cursor[0]) if cursor else None
+        # Only the deployments of models the caller can read; read on in batches so a page is
+        # full whenever more visible deployments exist.
+        rows: list[Deployment] = []
+        while len(rows) <= size:
+            query = Deployment.select().order_by(Deployment.name).limit(size + 1)
+            if after is not None:
+                query = query.where(Deployment.name > after)
+            batch = list(query)
+            rows.extend(r for r in batch if visibility.can_read_model_uri(r.model_uri))
+            if len(batch) <= size:
+                break
+            after = batch[-1].name
+        rows, token = pagination.trim(rows[: size + 1], size, lambda last: [last.name], fp)
         return [_record(r) for r in rows], token
 
     def delete(self, name: str) -> None:

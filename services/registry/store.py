@@ -21,12 +21,14 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import peewee as pw
 
+from keel.shared import pages
 from keel_server.artifacts.store import REGISTRY_FOLDER, resolve_artifact_uri
+from keel_server.audit import recorder
+from keel_server.auth import visibility
 from keel_server.common import pagination
 from keel_server.common.app import App
 from keel_server.common.db import (
@@ -70,6 +72,7 @@ from keel_server.common.querying import (
     search_guard,
     string_op,
 )
+from keel_server.common.uris import is_runs_uri, parse_models_uri, parse_runs_uri
 from keel_server.registry import validation as check
 from keel_server.registry.records import (
     ALIAS_DELETED,
@@ -89,77 +92,13 @@ log = logging.getLogger("keel.registry")
 
 T = TypeVar("T")
 
-# Page sizes: (default, maximum), as documented in the proto.
-MODELS_PAGE = (100, 1000)
-VERSIONS_PAGE = (100, 10_000)
-HISTORY_PAGE = (100, 1000)
+# Page sizes: (default, maximum), as documented in the proto and read by the SDK too.
+MODELS_PAGE = pages.REGISTERED_MODELS
+VERSIONS_PAGE = pages.MODEL_VERSIONS
+HISTORY_PAGE = pages.MODEL_HISTORY
 
 # Whole-transaction retries on deadlock/serialization failures (bounded; each waits a little more).
 TRANSACTION_ATTEMPTS = 5
-
-
-@dataclass(frozen=True)
-class ModelsUri:
-    """A parsed ``models:/`` URI: exactly one of version, stage, alias, latest is set."""
-
-    name: str
-    version: int = 0
-    stage: str = ""
-    alias: str = ""
-    latest: bool = False
-
-
-_MODELS_URI_FORMS = (
-    "models:/<name>/<version>, models:/<name>/latest, models:/<name>/<stage> or models:/<name>@<alias>"
-)
-
-
-def parse_models_uri(uri: str) -> ModelsUri:
-    """MLflow's ``models:/`` grammar; INVALID_ARGUMENT naming the malformed part."""
-
-    def bad(part: str) -> InvalidArgument:
-        return InvalidArgument(
-            f"invalid model URI {uri!r}: {part}; expected {_MODELS_URI_FORMS}",
-            reason="INVALID_MODEL_URI",
-            field="model_uri",
-        )
-
-    if not uri.startswith("models:"):
-        raise bad("the scheme is not 'models:'")
-    rest = uri[len("models:") :]
-    if rest.startswith("//"):
-        raise bad("use one slash after 'models:', not a host part")
-    if not rest.startswith("/") or len(rest) < 2:
-        raise bad("nothing after 'models:/'")
-    body = rest[1:]
-    if "@" in body:
-        name, alias = body.split("@", 1)
-        if not name.strip():
-            raise bad("the model name is empty")
-        if "/" in name:
-            raise bad(f"the model name {name!r} contains '/'")
-        if not alias:
-            raise bad("the alias after '@' is empty")
-        return ModelsUri(name=name, alias=alias)
-    parts = body.rstrip("/").split("/")
-    if not parts[0].strip():
-        raise bad("the model name is empty")
-    if len(parts) == 1:
-        raise bad(f"no version, stage or alias after the model name {parts[0]!r}")
-    if len(parts) > 2:
-        raise bad(f"too many path parts after the model name {parts[0]!r}")
-    name, suffix = parts
-    if suffix.isascii() and suffix.isdigit():
-        version = check.version_in_uri(suffix)
-        if isinstance(version, str):
-            raise bad(version)
-        return ModelsUri(name=name, version=version)
-    if suffix.lower() == "latest":
-        return ModelsUri(name=name, latest=True)
-    for canonical in STAGES:
-        if suffix.lower() == canonical.lower():
-            return ModelsUri(name=name, stage=canonical)
-    raise bad(f"{suffix!r} is neither a version number, 'latest' nor a stage ({', '.join(STAGES)})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -440,6 +379,7 @@ class RegistryStore:
                     model = RegisteredModel.create(
                         name=name, description=description, creation_time=now, last_updated_time=now
                     )
+                    visibility.record_creation("model", model.id, name)
                     if tag_map:
                         RegisteredModelTag.insert_many(
                             [{"model": model.id, "key": k, "value": v} for k, v in tag_map.items()]
@@ -460,6 +400,7 @@ class RegistryStore:
         check.description(description)
         with write_transaction():
             model = self._lock_model(name)
+            recorder.note(before=model.description)
             RegisteredModel.update(description=description).where(RegisteredModel.id == model.id).execute()
         return self.get_registered_model(name)
 
@@ -477,6 +418,7 @@ class RegistryStore:
             try:
                 with write_transaction():
                     model = self._lock_model(name)
+                    recorder.note(before=model.name)
                     if RegisteredModel.select().where(RegisteredModel.name == new_name).exists():
                         raise taken
                     # Versions, aliases, tags and history reference the id, so they follow.
@@ -541,6 +483,9 @@ class RegistryStore:
         condition = _compile(node, _MODEL_COLUMNS, RegisteredModelTag, "model", RegisteredModel.id)
         if condition is not None:
             query = query.where(condition)
+        readable = visibility.readable_condition("model", RegisteredModel.id)
+        if readable is not None:
+            query = query.where(readable)
         if cursor is not None:
             query = query.where(self._after(columns, cursor))
         rows = list(query.order_by(*order_clauses(columns)).limit(size + 1))
@@ -572,16 +517,9 @@ class RegistryStore:
         user_id: str = "",
     ) -> VersionRecord:
         check.model_name(name)
-        if not source.strip():
-            raise InvalidArgument(
-                "source is empty: pass where the model files are (runs:/<run_id>/<path>, models:/<name>/<version> "
-                "or an artifact URI)",
-                reason="INVALID_SOURCE",
-                field="source",
-            )
-        check.bounded(source, check.MAX_SOURCE, "source", "source", "INVALID_SOURCE")
-        if not run_id and source.startswith("runs:/"):
-            run_id = source[len("runs:/") :].lstrip("/").split("/", 1)[0]
+        check.source(source, self.app.artifact_store)
+        if not run_id and is_runs_uri(source):
+            run_id = parse_runs_uri(source, reason="INVALID_SOURCE", field="source").run_id
         check.run_id(run_id)
         tag_map = check.tags(tags)
         check.description(description)
@@ -640,6 +578,7 @@ class RegistryStore:
                         storage_location=self._snapshot_uri(model.id, number),
                         request_id=request_id or None,
                     )
+                    recorder.note(resource_id=f"{name}/{number}")
                     if tag_map:
                         ModelVersionTag.insert_many(
                             [{"model_version": row.id, "key": k, "value": v} for k, v in tag_map.items()]
@@ -772,6 +711,7 @@ class RegistryStore:
         with write_transaction():
             model = self._lock_model(name)
             row = self._version(model, version)
+            recorder.note(before=row.description)
             ModelVersion.update(description=description, last_updated_time=now_ms()).where(
                 ModelVersion.id == row.id
             ).execute()
@@ -837,6 +777,9 @@ class RegistryStore:
         condition = _compile(node, _VERSION_COLUMNS, ModelVersionTag, "model_version", ModelVersion.id)
         if condition is not None:
             query = query.where(condition)
+        readable = visibility.readable_condition("model", ModelVersion.model)
+        if readable is not None:
+            query = query.where(readable)
         if cursor is not None:
             query = query.where(self._after(columns, cursor))
         rows = list(query.order_by(*order_clauses(columns)).limit(size + 1))
@@ -913,6 +856,8 @@ class RegistryStore:
                         & (ModelVersion.id != row.id)
                     )
                     moves.extend((other, "Archived") for other in others)
+                archived = [f"version {m.version} stage={m.current_stage}" for m, _ in moves if m is not row]
+                recorder.note(before="; ".join([f"stage={row.current_stage}", *archived]))
                 for moved, to_stage in moves:
                     ModelVersion.update(current_stage=to_stage, last_updated_time=now).where(
                         ModelVersion.id == moved.id
@@ -964,6 +909,7 @@ class RegistryStore:
                     (RegisteredModelAlias.model == model.id) & (RegisteredModelAlias.alias == alias)
                 )
                 now_at = current.version if current is not None else 0
+                recorder.note(before=f"alias {alias} -> version {now_at}" if now_at else "unset")
                 if expected_version is not None and expected_version != now_at:
                     where = f"points at version {now_at}" if now_at else "does not exist"
                     expected = (
@@ -999,6 +945,7 @@ class RegistryStore:
             )
             if current is None:
                 raise _no_alias(name, alias)
+            recorder.note(before=f"alias {alias} -> version {current.version}")
             RegisteredModelAlias.delete().where(
                 (RegisteredModelAlias.model == model.id) & (RegisteredModelAlias.alias == alias)
             ).execute()
@@ -1068,7 +1015,7 @@ class RegistryStore:
                 raise NotFound(
                     f"registered model '{model.name}' has {what} (resolving {uri})",
                     reason="NO_VERSION_IN_STAGE" if parsed.stage else "NO_READY_VERSION",
-                    metadata={"name": model.name, "stage": parsed.stage},
+                    metadata={"name": model.name, "stage": parsed.stage or ""},
                 )
             row = max(candidates, key=lambda r: r.version)
         location = self._ready_location(model, row)

@@ -19,8 +19,11 @@ from typing import Any, TypeVar
 
 import peewee as pw
 
+from keel.shared import pages
 from keel_server.artifacts.store import REGISTRY_FOLDER
 from keel_server.artifacts.stores.local import STAGING_DIR
+from keel_server.audit import recorder
+from keel_server.auth import visibility
 from keel_server.common import filters, pagination, querying
 from keel_server.common.db import (
     VALUE_NAN,
@@ -85,9 +88,10 @@ DEFAULT_EXPERIMENT_NAME = "Default"
 DEFAULT_EXPERIMENT_ID = 0  # as in MLflow
 PARENT_RUN_TAG = "keel.parentRunId"
 
-SEARCH_RUNS_DEFAULT_PAGE, SEARCH_RUNS_MAX_PAGE = 1000, 50000
-SEARCH_EXPERIMENTS_DEFAULT_PAGE, SEARCH_EXPERIMENTS_MAX_PAGE = 100, 1000
-HISTORY_DEFAULT_PAGE = HISTORY_MAX_PAGE = 25000
+# Page sizes (default, maximum): one table with the SDK (keel.shared.pages).
+SEARCH_RUNS_DEFAULT_PAGE, SEARCH_RUNS_MAX_PAGE = pages.SEARCH_RUNS
+SEARCH_EXPERIMENTS_DEFAULT_PAGE, SEARCH_EXPERIMENTS_MAX_PAGE = pages.SEARCH_EXPERIMENTS
+HISTORY_DEFAULT_PAGE, HISTORY_MAX_PAGE = pages.METRIC_HISTORY
 MAX_SEARCH_EXPERIMENTS = 100
 MAX_ORDER_KEYS = filters.MAX_ORDER_KEYS  # enforced by filters.parse_order_by (FILTER_TOO_COMPLEX)
 MAX_BULK_RUNS = MAX_BULK_KEYS = 100
@@ -146,6 +150,7 @@ class TrackingStore:
                 if name == DEFAULT_EXPERIMENT_NAME and not _experiment_id_taken(DEFAULT_EXPERIMENT_ID):
                     fields["experiment_id"] = DEFAULT_EXPERIMENT_ID
                 experiment_id = _insert_experiment(fields)
+                visibility.record_creation("experiment", experiment_id, name)
                 if not location:
                     location = f"{normalise_artifact_root(self._artifact_root())}/{experiment_id}"
                     Experiment.update(artifact_location=location).where(
@@ -329,7 +334,7 @@ class TrackingStore:
         check_experiment_tag(key, value, "key")
         with write_transaction():
             row = self._active_experiment(experiment_id, "set a tag")
-            _upsert(ExperimentTag, [{"experiment": row.experiment_id, "key": key, "value": value}],
+            querying.upsert(ExperimentTag, [{"experiment": row.experiment_id, "key": key, "value": value}],
                     [ExperimentTag.experiment, ExperimentTag.key], [ExperimentTag.value])  # fmt: skip
             Experiment.update(last_update_time=now_ms()).where(
                 Experiment.experiment_id == row.experiment_id
@@ -376,6 +381,7 @@ class TrackingStore:
         compiled = search.compile_experiment_filter(node)
         if compiled is not None:
             conditions.append(compiled)
+        conditions.append(visibility.readable_condition("experiment", Experiment.experiment_id))
         if cursor is not None:
             _check_cursor(cursor, len(columns))
             conditions.append(querying.keyset_after(columns, cursor))
@@ -455,6 +461,7 @@ class TrackingStore:
                     lifecycle_stage=ACTIVE,
                     parent_run_id=parent_run_id or None,
                 ).execute()
+                recorder.note(resource_id=run_id)
                 if all_tags:
                     RunTag.insert_many(
                         [{"run": run_id, "key": k, "value": v} for k, v in all_tags.items()]
@@ -543,7 +550,9 @@ class TrackingStore:
         check_key(key, "metric", "key")
         ts = now_ms() if timestamp is None else check_time(timestamp, "timestamp")
         stored, kind = encode_value(value)
-        self._metric_committer.submit((run_id, key, stored, kind, ts, step))
+        # The caller's audit event travels with its point: the group is committed on another
+        # caller's thread, where this call's context is not visible.
+        self._metric_committer.submit((run_id, key, stored, kind, ts, step), recorder.current())
 
     def log_param(self, run_id: str, key: str, value: str) -> None:
         check_run_id(run_id)
@@ -620,9 +629,11 @@ class TrackingStore:
             return
         self._retry(lambda: self._write_batch(run_id, rows, param_map, tag_map, "params", request_id))
 
-    def _commit_metric_group(self, rows: list[tuple[Any, ...]]) -> dict[str, Exception]:
+    def _commit_metric_group(self, items: list[tuple[tuple[Any, ...], Any]]) -> dict[str, Exception]:
         """One transaction for the LogMetric points of concurrent callers: each run is checked,
-        points of runs that refuse data get that run's error, the rest are written together."""
+        points of runs that refuse data get that run's error, the rest are written together,
+        with the audit events of their callers (``(point, event or None)`` items)."""
+        rows = [row for row, _ in items]
 
         def attempt() -> dict[str, Exception]:
             errors: dict[str, Exception] = {}
@@ -636,9 +647,15 @@ class TrackingStore:
                 accepted = [r for r in rows if r[0] not in errors]
                 if accepted:
                     _insert_metrics(accepted)
+                events = [event for row, event in items if event is not None and row[0] not in errors]
+                if events:
+                    recorder.write_in_transaction(events)
             return errors
 
-        return self._retry(attempt)
+        # This thread's own event is among the items: keep the transaction hook from writing it
+        # again (or at all, when its point was refused).
+        with recorder.detached():
+            return self._retry(attempt)
 
     def _write_batch(
         self,
@@ -679,7 +696,7 @@ class TrackingStore:
                 if new:
                     Param.insert_many(new).execute()  # a concurrent writer makes this fail: retried
             if tags:
-                _upsert(RunTag, [{"run": run_id, "key": k, "value": v} for k, v in tags.items()],
+                querying.upsert(RunTag, [{"run": run_id, "key": k, "value": v} for k, v in tags.items()],
                         [RunTag.run, RunTag.key], [RunTag.value])  # fmt: skip
             if rows:
                 _insert_metrics(rows)
@@ -798,6 +815,12 @@ class TrackingStore:
         ordering = search.run_ordering(keys)
         fp = pagination.fingerprint("runs", eids, filter_text, view, list(order_by))
         cursor = pagination.decode_token(page_token, fp)
+        readable = visibility.readable_ids("experiment")
+        if readable is not None:  # the experiments the caller cannot read hold no runs for it
+            allowed = set(readable)
+            eids = [eid for eid in eids if eid in allowed]
+            if not eids:
+                return [], ""
 
         compiled = search.compile_run_filter(node)
         lifecycle = _lifecycle_condition(Run.lifecycle_stage, view)
@@ -1073,14 +1096,6 @@ def _check_cursor(cursor: list[Any], expected: int) -> None:
         )
 
 
-def _upsert(model: Any, rows: list[dict[str, Any]], target: list[Any], preserve: list[Any]) -> None:
-    query = model.insert_many(rows)
-    if is_mysql():
-        query.on_conflict(preserve=preserve).execute()
-    else:
-        query.on_conflict(conflict_target=target, preserve=preserve).execute()
-
-
 class _GroupCommit:
     """Group commit: concurrent single-point writes share one transaction.
 
@@ -1090,16 +1105,17 @@ class _GroupCommit:
     semantics of a synchronous LogMetric are unchanged; under load, BEGIN/COMMIT, the run check
     and the statements are paid once per group instead of once per point."""
 
-    def __init__(self, commit: Callable[[list[tuple[Any, ...]]], dict[str, Exception]]) -> None:
+    def __init__(self, commit: Callable[[list[tuple[tuple[Any, ...], Any]]], dict[str, Exception]]) -> None:
         self._commit = commit
         self._lock = threading.Lock()
-        self._pending: list[tuple[tuple[Any, ...], _Waiter]] = []
+        self._pending: list[tuple[tuple[Any, ...], Any, _Waiter]] = []
         self._leading = False
 
-    def submit(self, row: tuple[Any, ...]) -> None:
+    def submit(self, row: tuple[Any, ...], tag: Any = None) -> None:
+        """Commits ``row`` with the group; ``tag`` goes to the commit function with it."""
         waiter = _Waiter()
         with self._lock:
-            self._pending.append((row, waiter))
+            self._pending.append((row, tag, waiter))
             lead = not self._leading
             self._leading = True
         if not lead:
@@ -1110,21 +1126,21 @@ class _GroupCommit:
         with self._lock:
             group, self._pending = self._pending, []
         try:
-            errors = self._commit([r for r, _ in group])
-            for r, w in group:
+            errors = self._commit([(r, t) for r, t, _ in group])
+            for r, _, w in group:
                 w.error = errors.get(r[0])
         except Exception as exc:  # noqa: BLE001 - every caller of the group sees the failure
-            for _, w in group:
+            for _, _, w in group:
                 w.error = exc
         finally:
             with self._lock:
                 if self._pending:
-                    nxt = self._pending[0][1]
+                    nxt = self._pending[0][2]
                     nxt.lead = True
                     nxt.done.set()
                 else:
                     self._leading = False
-            for _, w in group:
+            for _, _, w in group:
                 if w is not waiter:
                     w.done.set()
         waiter.raise_error()

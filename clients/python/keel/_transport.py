@@ -3,6 +3,11 @@ UNAVAILABLE on idempotent calls only, raised message limits, and status → type
 
 Facade code calls ``transport(uri).call(stub.Method, request, idempotent=...)`` and never sees a
 raw ``grpc.RpcError``.
+
+Every channel comes from ``open_channel``: ``grpcs://`` URIs get TLS (``KEEL_TLS_CA`` for a private
+CA, ``KEEL_TLS_CLIENT_CERT``/``KEEL_TLS_CLIENT_KEY`` for mutual TLS, read when the channel is
+made), and every call on it, unary or streaming, carries the tracking token (``set_tracking_token``
+/ ``KEEL_TRACKING_TOKEN``, read at call time) as ``authorization: Bearer <token>``.
 """
 
 from __future__ import annotations
@@ -10,7 +15,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import random
+import re
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -41,9 +48,19 @@ RECONNECT_MAX_MS = 1000
 
 T = TypeVar("T")
 
+# Client TLS files (PEM), read when a grpcs:// channel is made.
+TLS_CA_VARIABLE = "KEEL_TLS_CA"
+TLS_CLIENT_CERT_VARIABLE = "KEEL_TLS_CLIENT_CERT"
+TLS_CLIENT_KEY_VARIABLE = "KEEL_TLS_CLIENT_KEY"
+TOKEN_VARIABLE = "KEEL_TRACKING_TOKEN"
+# What a bearer token may hold: printable ASCII without spaces (a valid gRPC metadata value,
+# and every token format in use: RFC 6750's b64token, JWTs, keel's own tokens).
+_TOKEN_PATTERN = re.compile(r"[\x21-\x7e]+")
+
 _lock = threading.Lock()
 _transports: dict[str, Transport] = {}
 _tracking_uri: str | None = None
+_tracking_token: str | None = None
 
 
 def set_tracking_uri(uri: str) -> None:
@@ -56,6 +73,37 @@ def set_tracking_uri(uri: str) -> None:
 def get_tracking_uri() -> str:
     """The explicit URI, else ``KEEL_TRACKING_URI``, else ``grpc://127.0.0.1:50051``."""
     return _tracking_uri or os.environ.get("KEEL_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def set_tracking_token(token: str | None) -> None:
+    """Sets the bearer token every later call of this process sends (as MLflow's
+    ``MLFLOW_TRACKING_TOKEN``); None goes back to ``KEEL_TRACKING_TOKEN``.
+
+    It applies at once to every channel, those already open included. Over ``grpc://`` the
+    token crosses the network in clear text, readable by anyone on the path, which is only safe
+    on loopback: use ``grpcs://`` (TLS) for any other host. keel does not refuse it, as MLflow
+    does not refuse a token over plain http.
+    """
+    global _tracking_token
+    _tracking_token = None if token is None else _checked_token(token, "the token given to set_tracking_token")
+
+
+def get_tracking_token() -> str | None:
+    """The explicit token, else ``KEEL_TRACKING_TOKEN`` (surrounding whitespace dropped), else None."""
+    if _tracking_token is not None:
+        return _tracking_token
+    raw = os.environ.get(TOKEN_VARIABLE, "").strip()
+    return _checked_token(raw, TOKEN_VARIABLE) if raw else None
+
+
+def _checked_token(token: str, source: str) -> str:
+    if not isinstance(token, str) or not _TOKEN_PATTERN.fullmatch(token):
+        raise InvalidArgument(
+            f"{source} is not a usable token: a token is non-empty printable ASCII without spaces "
+            "(copy it exactly as `keel tokens create` printed it)",
+            reason="INVALID_TRACKING_TOKEN",
+        )
+    return token
 
 
 _URI_FORMS = "use grpc://host:port (or grpcs://host:port for TLS; grpc://host1:port1,host2:port2 for replicas)"
@@ -143,29 +191,145 @@ def transport(uri: str | None = None) -> Transport:
         return found
 
 
+class _CallDetails(grpc.ClientCallDetails):
+    """A call's details with other metadata (``grpc.ClientCallDetails`` is only an interface)."""
+
+    def __init__(self, details: grpc.ClientCallDetails, metadata: list[tuple[str, str | bytes]]) -> None:
+        self.method = details.method
+        self.timeout = details.timeout
+        self.metadata = metadata
+        self.credentials = details.credentials
+        self.wait_for_ready = getattr(details, "wait_for_ready", None)
+        self.compression = getattr(details, "compression", None)
+
+
+class _TokenInterceptor(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds ``authorization: Bearer <token>`` to every call, reading the token at call time; a
+    call that brings its own ``authorization`` keeps it, and its other metadata stays."""
+
+    def _with_token(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        token = get_tracking_token()
+        if not token:
+            return details
+        metadata = list(details.metadata or ())
+        if any(key == "authorization" for key, _ in metadata):
+            return details
+        metadata.append(("authorization", f"Bearer {token}"))
+        return _CallDetails(details, metadata)
+
+    def intercept_unary_unary(self, continuation: Any, details: grpc.ClientCallDetails, request: Any) -> Any:
+        return continuation(self._with_token(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: grpc.ClientCallDetails, request: Any) -> Any:
+        return continuation(self._with_token(details), request)
+
+    def intercept_stream_unary(self, continuation: Any, details: grpc.ClientCallDetails, requests: Any) -> Any:
+        return continuation(self._with_token(details), requests)
+
+    def intercept_stream_stream(self, continuation: Any, details: grpc.ClientCallDetails, requests: Any) -> Any:
+        return continuation(self._with_token(details), requests)
+
+
+def _read_tls_file(variable: str, kind: str) -> bytes | None:
+    """The PEM bytes of the file named by ``variable`` (None when unset)."""
+    path = os.environ.get(variable, "").strip()
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise InvalidArgument(
+            f"{variable}={path!r} cannot be read: {exc.strerror or exc}", reason="INVALID_TLS_CONFIG"
+        ) from None
+    if b"-----BEGIN " not in data or kind.encode() + b"-----" not in data:
+        raise InvalidArgument(
+            f"{variable}={path!r} is not a PEM {kind.lower()} (no '-----BEGIN ...{kind}-----' block)",
+            reason="INVALID_TLS_CONFIG",
+        )
+    return data
+
+
+def _no_password() -> bytes:
+    raise ValueError("the private key is encrypted; keel needs an unencrypted key")
+
+
+def channel_credentials() -> grpc.ChannelCredentials:
+    """TLS credentials of a ``grpcs://`` channel: the server is verified against ``KEEL_TLS_CA``
+    (a PEM bundle: a private CA) or else the system's roots; ``KEEL_TLS_CLIENT_CERT`` and
+    ``KEEL_TLS_CLIENT_KEY`` (both or neither) present a client certificate (mutual TLS)."""
+    root = _read_tls_file(TLS_CA_VARIABLE, "CERTIFICATE")
+    cert = _read_tls_file(TLS_CLIENT_CERT_VARIABLE, "CERTIFICATE")
+    key = _read_tls_file(TLS_CLIENT_KEY_VARIABLE, "PRIVATE KEY")
+    if (cert is None) != (key is None):
+        given, missing = (
+            (TLS_CLIENT_CERT_VARIABLE, TLS_CLIENT_KEY_VARIABLE)
+            if key is None
+            else (TLS_CLIENT_KEY_VARIABLE, TLS_CLIENT_CERT_VARIABLE)
+        )
+        raise InvalidArgument(
+            f"{given} is set but {missing} is not: a client certificate (mutual TLS) needs both",
+            reason="INVALID_TLS_CONFIG",
+        )
+    if cert is not None:
+        # A bad pair would only show as a failed handshake, far from its cause: say so now.
+        cert_path = os.environ[TLS_CLIENT_CERT_VARIABLE].strip()
+        key_path = os.environ[TLS_CLIENT_KEY_VARIABLE].strip()
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(cert_path, key_path, password=_no_password)
+        except (ssl.SSLError, ValueError) as exc:
+            if isinstance(exc, ssl.SSLError) and exc.reason == "KEY_VALUES_MISMATCH":
+                problem = f"{TLS_CLIENT_KEY_VARIABLE}={key_path!r} is not the private key of {TLS_CLIENT_CERT_VARIABLE}={cert_path!r}"
+            else:
+                detail = exc.reason if isinstance(exc, ssl.SSLError) and exc.reason else exc
+                problem = (
+                    f"{TLS_CLIENT_CERT_VARIABLE}={cert_path!r} and {TLS_CLIENT_KEY_VARIABLE}={key_path!r} are not "
+                    f"a valid certificate and private key ({detail})"
+                )
+            raise InvalidArgument(problem, reason="INVALID_TLS_CONFIG") from None
+    return grpc.ssl_channel_credentials(root_certificates=root, private_key=key, certificate_chain=cert)
+
+
+def open_channel(uri: str) -> grpc.Channel:
+    """The one way the SDK opens a channel: keel's limits, keepalive and reconnect pacing,
+    round-robin over replicas, TLS for ``grpcs://`` and the tracking token on every call."""
+    target, secure = parse_target(uri)
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.keepalive_time_ms", 30000),
+        ("grpc.enable_retries", 0),  # we retry ourselves, idempotent calls only
+        # (grpc.min_reconnect_backoff_ms stays at its default: gRPC takes it as the least time
+        # a connection attempt is given, which must suit slow links and TLS handshakes.)
+        ("grpc.initial_reconnect_backoff_ms", RECONNECT_INITIAL_MS),
+        ("grpc.max_reconnect_backoff_ms", RECONNECT_MAX_MS),
+    ]
+    if _has_replicas(target):
+        # Replicas: spread calls over every connected one; a retry after UNAVAILABLE lands on
+        # another replica when one dies.
+        options.append(("grpc.lb_policy_name", "round_robin"))
+    if secure and target.startswith(("ipv4:", "ipv6:")):
+        # Replicas were resolved to addresses; their certificate is checked against the name the
+        # user wrote (the first replica's), not an IP address.
+        host, port = _host_port(uri, uri.partition("://")[2].split(",")[0])
+        options.append(("grpc.default_authority", f"{f'[{host}]' if ':' in host else host}:{port}"))
+    channel = (
+        grpc.secure_channel(target, channel_credentials(), options=options)
+        if secure
+        else grpc.insecure_channel(target, options=options)
+    )
+    return grpc.intercept_channel(channel, _TokenInterceptor())
+
+
 class Transport:
     def __init__(self, uri: str) -> None:
         self.uri = uri
-        target, secure = parse_target(uri)
-        options: list[tuple[str, Any]] = [
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.keepalive_time_ms", 30000),
-            ("grpc.enable_retries", 0),  # we retry ourselves, idempotent calls only
-            # (grpc.min_reconnect_backoff_ms stays at its default: gRPC takes it as the least time
-            # a connection attempt is given, which must suit slow links and TLS handshakes.)
-            ("grpc.initial_reconnect_backoff_ms", RECONNECT_INITIAL_MS),
-            ("grpc.max_reconnect_backoff_ms", RECONNECT_MAX_MS),
-        ]
-        if _has_replicas(target):
-            # Replicas: spread calls over every connected one; a retry after UNAVAILABLE lands on
-            # another replica when one dies.
-            options.append(("grpc.lb_policy_name", "round_robin"))
-        self.channel = (
-            grpc.secure_channel(target, grpc.ssl_channel_credentials(), options=options)
-            if secure
-            else grpc.insecure_channel(target, options=options)
-        )
+        self.channel = open_channel(uri)
         self._stubs: dict[type, Any] = {}
 
     def stub(self, stub_class: Callable[[grpc.Channel], T]) -> T:
@@ -242,8 +406,12 @@ __all__ = [
     "KeelError",
     "RetryBudget",
     "Transport",
+    "channel_credentials",
+    "get_tracking_token",
     "get_tracking_uri",
     "map_errors",
+    "open_channel",
+    "set_tracking_token",
     "set_tracking_uri",
     "transport",
 ]

@@ -10,7 +10,7 @@ import sys
 from keel.exceptions import KeelError
 
 # Command-group modules, in help order. Each defines register(subparsers).
-GROUPS = ("keel.cli.server", "keel.cli.tracking", "keel.cli.models", "keel.cli.artifacts")
+GROUPS = ("keel.cli.server", "keel.cli.tracking", "keel.cli.models", "keel.cli.artifacts", "keel.cli.auth")
 
 
 def build_parser() -> argparse.ArgumentParser:
