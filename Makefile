@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 PROTOC = PATH=$(abspath $(VENV))/bin:$$PATH $(abspath $(PY)) -m grpc_tools.protoc -I protos
 
 .PHONY: venv proto proto-check lint test fuzz test-chaos serve demo clean distclean bench-venv \
-        bench-tracking bench-artifacts bench-registry bench-inference bench-filters
+        bench-tracking bench-artifacts bench-registry bench-inference bench-filters bench-security
 
 # ---------------------------------------------------------------- environment
 venv: $(STAMP)
@@ -114,6 +114,10 @@ bench-tracking bench-artifacts bench-registry bench-inference: bench-%: $(STAMP)
 # What the search filter limits cost (no MLflow anchor: it measures keel against itself).
 bench-filters: $(STAMP)
 	$(PY) bench/bench_filter_limits.py
+
+# What auth, the audit log and TLS add per call (issue #14; keel against itself, no MLflow anchor).
+bench-security: $(STAMP)
+	$(PY) bench/bench_security.py
 
 # ---------------------------------------------------------------- cleanup
 clean:
