@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ SUMMARY_CHARS = 500
 
 # Field names whose values are never written to the log (``***`` instead).
 _SECRET_WORDS = ("secret", "token", "password")
+_SECRET_SUFFIXES = tuple(f"_{word}" for word in _SECRET_WORDS)
 _STRING_CHARS = 80  # longest string value shown inside a summary
 _REPEATED_SHOWN = 5  # items shown of a repeated field
 _NESTING_SHOWN = 3  # message levels shown
@@ -290,11 +292,23 @@ def _fields(message: Message, depth: int) -> str:
     return ", ".join(parts)
 
 
-def _value_of(field: FieldDescriptor, value: Any, depth: int) -> str:
+@functools.cache
+def _field_kind(field: FieldDescriptor) -> str:
+    """How a field is shown ("secret", "map" or "plain"): worked out once per field, since every
+    change of the same RPC asks again."""
     name = field.name.lower()
-    if name in _SECRET_WORDS or name.endswith(tuple(f"_{word}" for word in _SECRET_WORDS)):
-        return "***"
+    if name in _SECRET_WORDS or name.endswith(_SECRET_SUFFIXES):
+        return "secret"
     if field.message_type is not None and field.message_type.GetOptions().map_entry:
+        return "map"
+    return "plain"
+
+
+def _value_of(field: FieldDescriptor, value: Any, depth: int) -> str:
+    kind = _field_kind(field)
+    if kind == "secret":
+        return "***"
+    if kind == "map":
         value_field = field.message_type.fields_by_name["value"]
         items = list(value.items())
         shown = [f"{_scalar(str(k))}: {_one(value_field, v, depth)}" for k, v in items[:_REPEATED_SHOWN]]
