@@ -31,7 +31,7 @@ from typing import Any
 
 from keel.shared import pages
 from keel_server.audit.recorder import RESOURCE_TYPES, SCOPE_EXPERIMENT, SCOPE_MODEL
-from keel_server.common import pagination
+from keel_server.common import pagination, querying
 from keel_server.common.db import AuditEvent, now_ms
 from keel_server.common.errors import InvalidArgument, quote
 from keel_server.tracking.records import parse_experiment_id
@@ -153,20 +153,11 @@ def list_events(
     filters.validate()
     size = pagination.page_size(page_size, DEFAULT_PAGE, MAX_PAGE)
     fp = pagination.fingerprint("audit-events", *[getattr(filters, f.name) for f in fields(filters)])
-    cursor = pagination.decode_token(page_token, fp)
     query = AuditEvent.select(*_COLUMNS)
-    if cursor is not None:
-        if len(cursor) != 1 or type(cursor[0]) is not int:
-            raise InvalidArgument(
-                "page_token is malformed: pass the next_page_token of a previous response unchanged",
-                reason="INVALID_PAGE_TOKEN",
-                field="page_token",
-            )
-        query = query.where(AuditEvent.id > cursor[0])
     for condition in [*filters.conditions(), visible]:
         if condition is not None:
             query = query.where(condition)
-    rows = [EventRecord(*row) for row in _tuples(query.order_by(AuditEvent.id).limit(size + 1))]
+    rows = [EventRecord(*row) for row in _tuples(querying.id_page(query, AuditEvent.id, page_token, fp, size))]
     return pagination.trim(rows, size, lambda last: [last.id], fp)
 
 

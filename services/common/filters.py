@@ -22,7 +22,8 @@ Two steps, so that every resource shares one parser:
    :class:`And`, :class:`Or`, :class:`Not`) or raises :class:`InvalidArgument` with the 0-based
    character position of the error.
 2. :func:`validate` checks that AST against a :class:`FilterSchema` (which identifiers, which
-   operators, which value types) and returns it normalised: attribute aliases become their
+   operators, which value types: each service declares its own, in its ``fields.py``, from the
+   operator sets at the end of this module) and returns it normalised: attribute aliases become their
    canonical name and every attribute (bare or ``attributes.``-prefixed) has entity
    ``"attribute"``. Stores compile only validated nodes.
 
@@ -50,6 +51,7 @@ columns (times, version numbers) compare exactly with integers and decimals alik
 
 from __future__ import annotations
 
+import importlib
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -62,26 +64,29 @@ __all__ = [
     "ALL_OPS",
     "And",
     "Comparison",
-    "EXPERIMENTS_SCHEMA",
     "FieldSpec",
     "FilterSchema",
     "INT64_MAX",
     "INT64_MIN",
+    "IN_OPS",
+    "KEY_VALUE_OPS",
     "MAX_COMPARISONS",
     "MAX_DEPTH",
     "MAX_FILTER_LENGTH",
     "MAX_IN_VALUES",
     "MAX_ORDER_KEYS",
     "MAX_VALUES",
-    "MODEL_VERSIONS_SCHEMA",
+    "NULL_OPS",
     "NUMBER",
+    "NUMBER_OPS",
+    "ORDER_ONLY",
     "Node",
     "Not",
     "Or",
     "OrderKey",
-    "REGISTERED_MODELS_SCHEMA",
-    "RUNS_SCHEMA",
     "STRING",
+    "STRING_IN_OPS",
+    "STRING_OPS",
     "STRING_OR_NUMBER",
     "Value",
     "describe",
@@ -1011,68 +1016,33 @@ def _resolve_order(index: int, item: str, entity: str | None, key: str, schema: 
 
 
 # --------------------------------------------------------------------------------------------
-# Ready schemas
+# Building blocks of the services' schemas
 # --------------------------------------------------------------------------------------------
+#
+# Each service declares what its searches accept next to its own code (tracking/fields.py,
+# registry/fields.py), from these operator sets.
 
-_NUM_OPS = frozenset({"=", "!=", "<", "<=", ">", ">="})
-_STR_OPS = frozenset({"=", "!=", "LIKE", "ILIKE", "NOT LIKE", "NOT ILIKE"})
-_STR_IN_OPS = _STR_OPS | _IN_OPS
-_KV_OPS = _STR_OPS | _IN_OPS | _NULL_OPS  # params and tags
-_ORDER_ONLY = FieldSpec(frozenset(), NUMBER)
+NUMBER_OPS = frozenset({"=", "!=", "<", "<=", ">", ">="})
+STRING_OPS = frozenset({"=", "!=", "LIKE", "ILIKE", "NOT LIKE", "NOT ILIKE"})
+IN_OPS = _IN_OPS
+NULL_OPS = _NULL_OPS
+STRING_IN_OPS = STRING_OPS | IN_OPS
+KEY_VALUE_OPS = STRING_OPS | IN_OPS | NULL_OPS  # params and tags
+ORDER_ONLY = FieldSpec(frozenset(), NUMBER)  # an attribute searches may sort by, not filter on
 
-RUNS_SCHEMA = FilterSchema(
-    resource="runs",
-    attributes={
-        "run_id": FieldSpec(_STR_IN_OPS),
-        "run_name": FieldSpec(_STR_IN_OPS),
-        "status": FieldSpec(_STR_IN_OPS),
-        "user_id": FieldSpec(_STR_IN_OPS),
-        "artifact_uri": FieldSpec(_STR_IN_OPS),
-        "lifecycle_stage": FieldSpec(_STR_IN_OPS),
-        "start_time": FieldSpec(_NUM_OPS, NUMBER),
-        "end_time": FieldSpec(_NUM_OPS | _NULL_OPS, NUMBER),
-    },
-    entities={
-        "metric": FieldSpec(_NUM_OPS, NUMBER),
-        "param": FieldSpec(_KV_OPS),
-        "tag": FieldSpec(_KV_OPS),
-    },
-    aliases={"created": "start_time", "run name": "run_name", "runname": "run_name"},
-    unsupported={
-        "dataset": "dataset filters (datasets.name, datasets.digest, datasets.context) are not supported by keel yet",
-    },
-)
+# Where each service's schema lives. Their former names here still resolve (imported on first use:
+# the services import this module, so it cannot import them up front).
+_SCHEMA_HOMES = {
+    "RUNS_SCHEMA": "keel_server.tracking.fields",
+    "EXPERIMENTS_SCHEMA": "keel_server.tracking.fields",
+    "REGISTERED_MODELS_SCHEMA": "keel_server.registry.fields",
+    "MODEL_VERSIONS_SCHEMA": "keel_server.registry.fields",
+}
 
-EXPERIMENTS_SCHEMA = FilterSchema(
-    resource="experiments",
-    attributes={
-        "name": FieldSpec(_STR_IN_OPS),
-        "experiment_id": FieldSpec(frozenset({"=", "!=", "IN", "NOT IN"}), STRING_OR_NUMBER),
-        "creation_time": FieldSpec(_NUM_OPS, NUMBER),
-        "last_update_time": FieldSpec(_NUM_OPS, NUMBER),
-    },
-    entities={"tag": FieldSpec(_KV_OPS)},
-)
 
-REGISTERED_MODELS_SCHEMA = FilterSchema(
-    resource="registered models",
-    attributes={
-        "name": FieldSpec(_STR_IN_OPS),
-        "creation_timestamp": _ORDER_ONLY,
-        "last_updated_timestamp": _ORDER_ONLY,
-    },
-    entities={"tag": FieldSpec(_KV_OPS, orderable=False)},
-)
-
-MODEL_VERSIONS_SCHEMA = FilterSchema(
-    resource="model versions",
-    attributes={
-        "name": FieldSpec(_STR_IN_OPS),
-        "run_id": FieldSpec(_STR_IN_OPS),
-        "version_number": FieldSpec(_NUM_OPS | _IN_OPS, NUMBER),
-        "source_path": FieldSpec(_STR_OPS),
-        "creation_timestamp": _ORDER_ONLY,
-        "last_updated_timestamp": _ORDER_ONLY,
-    },
-    entities={"tag": FieldSpec(_KV_OPS, orderable=False)},
-)
+def __getattr__(name: str) -> FilterSchema:
+    home = _SCHEMA_HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    schema: FilterSchema = getattr(importlib.import_module(home), name)
+    return schema

@@ -80,7 +80,7 @@ def encode_token(cursor: Sequence[Any], request_fingerprint: str) -> str:
     return token
 
 
-def _malformed() -> InvalidArgument:
+def malformed() -> InvalidArgument:
     return InvalidArgument(_MALFORMED, reason="INVALID_PAGE_TOKEN", field="page_token")
 
 
@@ -129,7 +129,7 @@ def decode_token(token: str, request_fingerprint: str) -> list[Any] | None:
         for value in cursor:
             _check_element(value)
     except (ValueError, RecursionError) as exc:  # binascii.Error and UnicodeError are ValueErrors
-        raise _malformed() from exc
+        raise malformed() from exc
     if bound_to != request_fingerprint:
         raise InvalidArgument(
             "page_token belongs to a different query: keep filter, order and other parameters unchanged between pages",

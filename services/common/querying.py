@@ -1,7 +1,8 @@
 """Peewee building blocks every store's search shares: string and number comparisons that mean
 the same on SQLite, PostgreSQL and MySQL (LIKE case-sensitive, ILIKE not), the one compiler of
-filter ASTs into shallow SQL (:func:`compile_filter`), and sort columns with keyset conditions for
-stable pagination (see ``pagination.py`` for the tokens)."""
+filter ASTs into shallow SQL (:func:`compile_filter`) and the one key/value EXISTS test
+(:func:`tag_exists`), sort columns with keyset conditions for stable pagination (see
+``pagination.py`` for the tokens), and :class:`Prepared` statements for hot paths."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import peewee as pw
 
+from keel_server.common import pagination
 from keel_server.common.db import is_mysql, is_sqlite
 from keel_server.common.errors import InvalidArgument
 from keel_server.common.filters import MAX_DEPTH, And, Comparison, Node, Not, Or
@@ -100,6 +102,26 @@ def number_op(column: Any, op: str, value: Any) -> pw.ColumnBase:
     if op == "IS NOT NULL":
         return column.is_null(False)
     raise AssertionError(f"unexpected numeric operator {op}")
+
+
+def tag_exists(owner_field: pw.ForeignKeyField, owner: Any, c: Comparison) -> pw.ColumnBase:
+    """A ``tags.<key>`` comparison (or ``params.<key>``: any table of (owner, key, value) rows)
+    as an EXISTS subquery over ``owner_field``'s table, correlated by ``owner_field = owner``.
+    ``IS NULL`` matches the owners without the key, ``IS NOT NULL`` those with it; any other
+    operator those with the key and a matching value."""
+    model = owner_field.model
+    table = model.alias()
+
+    def column(name: str) -> Any:
+        # By field, not getattr: a ModelAlias's own attributes (``.model``) shadow fields of that name.
+        return pw.FieldAlias.create(table, model._meta.fields[name])
+
+    base = table.select(pw.SQL("1")).where((column(owner_field.name) == owner) & (column("key") == c.key))
+    if c.op == "IS NULL":
+        return ~pw.fn.EXISTS(base)
+    if c.op == "IS NOT NULL":
+        return pw.fn.EXISTS(base)
+    return pw.fn.EXISTS(base.where(string_op(column("value"), c.op, c.value)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,6 +308,17 @@ def order_clauses(columns: Sequence[SortColumn]) -> list[Any]:
     return [c.expr.asc() if c.ascending else c.expr.desc() for c in columns]
 
 
+def check_cursor(cursor: Sequence[Any], expected: int) -> None:
+    """A decoded page token holds one value per sort component; anything else was not written by
+    this search (tokens are not signed)."""
+    if len(cursor) != expected:
+        raise InvalidArgument(
+            "page_token is malformed: pass the next_page_token of a previous response unchanged",
+            reason="INVALID_PAGE_TOKEN",
+            field="page_token",
+        )
+
+
 def keyset_after(columns: Sequence[SortColumn], cursor: Sequence[Any]) -> pw.ColumnBase:
     """Rows strictly after ``cursor`` in the order of ``columns`` (none of them NULL)."""
     if all(c.ascending == columns[0].ascending for c in columns):
@@ -313,3 +346,17 @@ def upsert(model: Any, rows: list[dict[str, Any]], target: list[Any], preserve: 
         query.on_conflict(preserve=preserve).execute()
     else:
         query.on_conflict(conflict_target=target, preserve=preserve).execute()
+
+
+def id_page(
+    query: Any, id_field: pw.Field, page_token: str, request_fingerprint: str, size: int, *, newest_first: bool = False
+) -> Any:
+    """``query`` in ``id_field`` order (``newest_first``: descending), resumed after the page
+    token's id and limited to one page plus one row (for ``pagination.trim``, with the cursor
+    ``[row id]``): keyset paging of the lists ordered by their id alone."""
+    cursor = pagination.decode_token(page_token, request_fingerprint)
+    if cursor is not None:
+        if len(cursor) != 1 or type(cursor[0]) is not int:
+            raise pagination.malformed()
+        query = query.where(id_field < cursor[0] if newest_first else id_field > cursor[0])
+    return query.order_by(id_field.desc() if newest_first else id_field).limit(size + 1)

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 
 from keel_server.common.db import MAX_DOUBLE, VALUE_FINITE, VALUE_NAN, VALUE_NEG_INF, VALUE_POS_INF
-from keel_server.common.errors import InvalidArgument, quote
+from keel_server.common.errors import FailedPrecondition, InvalidArgument, NotFound, quote
 
 # Limits as MLflow users know them (mlflow/utils/validation.py).
 MAX_KEY_LENGTH = 250
@@ -255,6 +255,23 @@ def check_run_id(run_id: str, field_name: str = "run_id") -> str:
             metadata={"run_id": run_id[:80]},
         )
     return run_id
+
+
+def run_not_found(run_id: str) -> NotFound:
+    return NotFound(f"run {run_id} does not exist", reason="RUN_NOT_FOUND", metadata={"run_id": run_id})
+
+
+def check_run_accepts(run_id: str, stage: str | None, action: str) -> None:
+    """A write to a run (``action``: "update", "log to"...) needs the run to exist (``stage`` is
+    None when it does not) and not to be deleted."""
+    if stage is None:
+        raise run_not_found(run_id)
+    if stage != ACTIVE:
+        raise FailedPrecondition(
+            f"cannot {action} run {run_id}: it is deleted (restore it with RestoreRun first)",
+            reason="RUN_DELETED",
+            metadata={"run_id": run_id},
+        )
 
 
 def check_status(status: str, field_name: str = "status") -> str:

@@ -1,21 +1,22 @@
-"""The tracking store: experiments, runs, params, metrics, tags and search over the shared
-metadata database. It owns every transaction and every domain rule; it never imports grpc.
+"""The tracking store: experiments and runs (their params, tags, metrics and metric history)
+over the shared metadata database. It owns every transaction and every domain rule; it never
+imports grpc. The metric write path is ``tracking/metrics.py``; search planning is
+``tracking/search.py``.
 
 Concurrency rules (several server replicas share one database):
 - uniqueness (experiment names, param keys, latest metric per key) is enforced by the database;
-- a lost race on insert is resolved by reading back (get-or-create, params) inside a retry loop;
+- a lost race on insert is resolved by reading back (get-or-create, params) inside a retry loop
+  (``db.retry_transaction``);
 - the latest value per (run, key) is maintained with one conditional upsert, so concurrent
-  writers never move it backwards.
+  writers never move it backwards (``metrics.write_points``).
 """
 
 from __future__ import annotations
 
 import random
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import peewee as pw
 
@@ -26,7 +27,7 @@ from keel_server.audit import recorder
 from keel_server.auth import visibility
 from keel_server.common import filters, pagination, querying
 from keel_server.common.db import (
-    VALUE_NAN,
+    TRANSACTION_ATTEMPTS,
     Experiment,
     ExperimentTag,
     LatestMetric,
@@ -38,20 +39,14 @@ from keel_server.common.db import (
     is_mysql,
     is_retryable,
     now_ms,
+    retry_transaction,
     write_transaction,
 )
 from keel_server.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from keel_server.common.filters import (
-    EXPERIMENTS_SCHEMA,
-    RUNS_SCHEMA,
-    And,
-    Comparison,
-    Node,
-    parse_and_validate,
-    parse_order_by,
-)
 from keel_server.common.idempotency import check_request_id, claim, earlier_result
+from keel_server.common.prepared import Prepared, slot
 from keel_server.tracking import search
+from keel_server.tracking.metrics import MetricLog, Point, lock_active_run, write_points
 from keel_server.tracking.records import (
     ACTIVE,
     DELETED,
@@ -68,6 +63,7 @@ from keel_server.tracking.records import (
     check_experiment_tag,
     check_key,
     check_param,
+    check_run_accepts,
     check_run_id,
     check_run_name,
     check_run_tag,
@@ -77,9 +73,8 @@ from keel_server.tracking.records import (
     encode_value,
     normalise_artifact_root,
     parse_experiment_id,
+    run_not_found,
 )
-
-T = TypeVar("T")
 
 # Folders of the artifact store's root that no experiment may use: runs must never write there.
 RESERVED_ARTIFACT_FOLDERS = (REGISTRY_FOLDER, STAGING_DIR)
@@ -97,7 +92,6 @@ MAX_ORDER_KEYS = filters.MAX_ORDER_KEYS  # enforced by filters.parse_order_by (F
 MAX_BULK_RUNS = MAX_BULK_KEYS = 100
 # Rows per IN (...) list when reading the data of a page of runs (SQLite's variable limit).
 _IN_CHUNK = 500
-_RETRIES = 5
 
 _ADJECTIVES = (
     "able", "bold", "brave", "bright", "calm", "clever", "crisp", "eager", "fair", "fast", "fierce",
@@ -121,7 +115,7 @@ class TrackingStore:
 
     def __init__(self, artifact_root: Callable[[], str]) -> None:
         self._artifact_root = artifact_root
-        self._metric_committer = _GroupCommit(self._commit_metric_group)
+        self._metric_log = MetricLog()
 
     # -----------------------------------------------------------------------------------------
     # Experiments
@@ -192,7 +186,7 @@ class TrackingStore:
     ) -> tuple[ExperimentRecord, bool]:
         """Race-free: concurrent callers all end with the one experiment the database kept."""
         check_experiment_name(name)
-        for _attempt in range(_RETRIES):
+        for _attempt in range(TRANSACTION_ATTEMPTS):
             found = self._find_experiment_by_name(name)
             if found is not None:
                 if found.lifecycle_stage == DELETED:
@@ -358,40 +352,11 @@ class TrackingStore:
                 Experiment.experiment_id == row.experiment_id
             ).execute()
 
-    @querying.search_guard()
     def search_experiments(
         self, filter_text: str, order_by: Sequence[str], view: str, page_size: int, page_token: str
     ) -> tuple[list[ExperimentRecord], str]:
         size = pagination.page_size(page_size, SEARCH_EXPERIMENTS_DEFAULT_PAGE, SEARCH_EXPERIMENTS_MAX_PAGE)
-        node = parse_and_validate(filter_text, EXPERIMENTS_SCHEMA)
-        keys = parse_order_by(list(order_by), EXPERIMENTS_SCHEMA)
-        for index, key in enumerate(keys):
-            if key.entity != "attribute":
-                raise InvalidArgument(
-                    f"invalid order_by item {order_by[index]!r}: experiments can be ordered by name, "
-                    "experiment_id, creation_time and last_update_time only",
-                    reason="INVALID_ORDER_BY",
-                    field="order_by",
-                )
-        columns = search.experiment_ordering(keys)
-        fp = pagination.fingerprint("experiments", filter_text, list(order_by), view)
-        cursor = pagination.decode_token(page_token, fp)
-        query = Experiment.select(Experiment, *[c.expr.alias(f"_s{i}") for i, c in enumerate(columns)])
-        conditions = [_lifecycle_condition(Experiment.lifecycle_stage, view)]
-        compiled = search.compile_experiment_filter(node)
-        if compiled is not None:
-            conditions.append(compiled)
-        conditions.append(visibility.readable_condition("experiment", Experiment.experiment_id))
-        if cursor is not None:
-            _check_cursor(cursor, len(columns))
-            conditions.append(querying.keyset_after(columns, cursor))
-        for cond in conditions:
-            if cond is not None:
-                query = query.where(cond)
-        rows = list(query.order_by(*querying.order_clauses(columns)).limit(size + 1))
-        rows, token = pagination.trim(
-            rows, size, lambda last: [getattr(last, f"_s{i}") for i in range(len(columns))], fp
-        )
+        rows, token = search.search_experiments(filter_text, order_by, view, size, page_token)
         return self._experiment_records(rows), token
 
     # -----------------------------------------------------------------------------------------
@@ -468,7 +433,8 @@ class TrackingStore:
                     ).execute()
                 return experiment.experiment_id, artifact_uri
 
-        written = self._retry(insert)  # a concurrent twin of this request id: the retry finds it
+        # A concurrent twin of this request id makes the insert fail: the retry finds its run.
+        written = retry_transaction(insert, unique_violations=True)
         if isinstance(written, str):
             return self.get_run(written)
         experiment_key, artifact_uri = written
@@ -488,10 +454,7 @@ class TrackingStore:
 
     def get_run(self, run_id: str) -> RunRecord:
         check_run_id(run_id)
-        row = Run.get_or_none(Run.run_id == run_id)
-        if row is None:
-            raise _run_not_found(run_id)
-        return self._run_records([row])[0]
+        return self._records_of([_read_run_info(run_id)])[0]
 
     def update_run(
         self, run_id: str, status: str | None = None, end_time: int | None = None, run_name: str | None = None
@@ -509,8 +472,7 @@ class TrackingStore:
             _require_active_run(run_id, "update")
             if changes:
                 Run.update(changes).where(Run.run_id == run_id).execute()
-            row = Run.get(Run.run_id == run_id)
-        return _run_info(row)
+            return _read_run_info(run_id)
 
     def delete_run(self, run_id: str) -> None:
         """Soft delete (deleting a deleted run is a no-op)."""
@@ -518,7 +480,7 @@ class TrackingStore:
         with write_transaction():
             # Existence is checked apart: MySQL counts changed rows, not matched ones.
             if not Run.select(Run.run_id).where(Run.run_id == run_id).exists():
-                raise _run_not_found(run_id)
+                raise run_not_found(run_id)
             Run.update(lifecycle_stage=DELETED, deleted_with_experiment=False).where(
                 Run.run_id == run_id
             ).execute()
@@ -528,7 +490,7 @@ class TrackingStore:
         with write_transaction():
             row = Run.get_or_none(Run.run_id == run_id)
             if row is None:
-                raise _run_not_found(run_id)
+                raise run_not_found(run_id)
             experiment = Experiment.get_by_id(row.experiment_id)
             if experiment.lifecycle_stage != ACTIVE:
                 raise FailedPrecondition(
@@ -545,24 +507,27 @@ class TrackingStore:
     # -----------------------------------------------------------------------------------------
 
     def log_metric(self, run_id: str, key: str, value: float, timestamp: int | None, step: int) -> None:
-        """The hot path: one transaction of a PK lookup, an insert and an upsert."""
+        """The hot path: a PK lookup, an insert and an upsert, in a transaction shared with
+        concurrent callers (``metrics.MetricLog``)."""
         check_run_id(run_id)
         check_key(key, "metric", "key")
         ts = now_ms() if timestamp is None else check_time(timestamp, "timestamp")
         stored, kind = encode_value(value)
-        # The caller's audit event travels with its point: the group is committed on another
-        # caller's thread, where this call's context is not visible.
-        self._metric_committer.submit((run_id, key, stored, kind, ts, step), recorder.current())
+        self._metric_log.log((run_id, key, stored, kind, ts, step))
 
     def log_param(self, run_id: str, key: str, value: str) -> None:
         check_run_id(run_id)
         check_param(key, value, "key")
-        self._retry(lambda: self._write_batch(run_id, [], {key: value}, {}, "param"))
+        retry_transaction(
+            lambda: self._write_batch(run_id, [], {key: value}, {}, "param"), unique_violations=True
+        )
 
     def set_tag(self, run_id: str, key: str, value: str) -> None:
         check_run_id(run_id)
         check_run_tag(key, value, "key")
-        self._retry(lambda: self._write_batch(run_id, [], {}, {key: value}, "tag"))
+        retry_transaction(
+            lambda: self._write_batch(run_id, [], {}, {key: value}, "tag"), unique_violations=True
+        )
 
     def delete_tag(self, run_id: str, key: str) -> None:
         check_run_id(run_id)
@@ -601,7 +566,7 @@ class TrackingStore:
                     metadata={"count": len(items), "limit": limit},
                 )
         now = now_ms()
-        rows: list[tuple[Any, ...]] = []
+        rows: list[Point] = []
         for i, m in enumerate(metrics):
             check_key(m.key, "metric", f"metrics[{i}]")
             ts = now if m.timestamp == 0 else check_time(m.timestamp, f"metrics[{i}].timestamp")
@@ -627,40 +592,15 @@ class TrackingStore:
             with db.connection_context():
                 _require_active_run(run_id, "log to")
             return
-        self._retry(lambda: self._write_batch(run_id, rows, param_map, tag_map, "params", request_id))
-
-    def _commit_metric_group(self, items: list[tuple[tuple[Any, ...], Any]]) -> dict[str, Exception]:
-        """One transaction for the LogMetric points of concurrent callers: each run is checked,
-        points of runs that refuse data get that run's error, the rest are written together,
-        with the audit events of their callers (``(point, event or None)`` items)."""
-        rows = [row for row, _ in items]
-
-        def attempt() -> dict[str, Exception]:
-            errors: dict[str, Exception] = {}
-            sql = hot_sql()
-            with write_transaction():
-                for run_id in sorted({r[0] for r in rows}):  # one lock order for every writer
-                    try:
-                        _require_active_run_fast(sql, run_id)
-                    except (NotFound, FailedPrecondition) as exc:
-                        errors[run_id] = exc
-                accepted = [r for r in rows if r[0] not in errors]
-                if accepted:
-                    _insert_metrics(accepted)
-                events = [event for row, event in items if event is not None and row[0] not in errors]
-                if events:
-                    recorder.write_in_transaction(events)
-            return errors
-
-        # This thread's own event is among the items: keep the transaction hook from writing it
-        # again (or at all, when its point was refused).
-        with recorder.detached():
-            return self._retry(attempt)
+        retry_transaction(
+            lambda: self._write_batch(run_id, rows, param_map, tag_map, "params", request_id),
+            unique_violations=True,  # a concurrent writer of the same param: the rerun compares with it
+        )
 
     def _write_batch(
         self,
         run_id: str,
-        rows: list[tuple[Any, ...]],
+        rows: list[Point],
         params: dict[str, str],
         tags: dict[str, str],
         _what: str,
@@ -671,7 +611,7 @@ class TrackingStore:
                 if earlier_result(request_id, "LogBatch") is not None:
                     return  # applied already, by the first delivery of this request
                 claim(request_id, "LogBatch")
-            _require_active_run_fast(hot_sql(), run_id)
+            lock_active_run(run_id)
             if params:
                 existing: dict[str, str] = dict(
                     Param.select(Param.key, Param.value)
@@ -699,21 +639,7 @@ class TrackingStore:
                 querying.upsert(RunTag, [{"run": run_id, "key": k, "value": v} for k, v in tags.items()],
                         [RunTag.run, RunTag.key], [RunTag.value])  # fmt: skip
             if rows:
-                _insert_metrics(rows)
-
-    def _retry(self, operation: Callable[[], T]) -> T:
-        """Reruns a write transaction that lost a race (unique violation, deadlock)."""
-        for attempt in range(_RETRIES):
-            try:
-                return operation()
-            except pw.IntegrityError:
-                if attempt == _RETRIES - 1:
-                    raise
-            except pw.DatabaseError as exc:
-                if not is_retryable(exc) or attempt == _RETRIES - 1:
-                    raise
-            time.sleep(random.uniform(0, 0.005 * 2**attempt))  # de-synchronise the racers
-        raise AssertionError("unreachable")
+                write_points(rows)
 
     # -----------------------------------------------------------------------------------------
     # Metric history
@@ -728,12 +654,12 @@ class TrackingStore:
         fp = pagination.fingerprint("history", run_id, key)
         cursor = pagination.decode_token(page_token, fp)
         if not Run.select(Run.run_id).where(Run.run_id == run_id).exists():
-            raise _run_not_found(run_id)
+            raise run_not_found(run_id)
         query = Metric.select(
             Metric.id, Metric.value, Metric.value_kind, Metric.timestamp, Metric.step
         ).where((Metric.run == run_id) & (Metric.key == key))
         if cursor is not None:
-            _check_cursor(cursor, 3)
+            querying.check_cursor(cursor, 3)
             query = query.where(pw.Tuple(Metric.step, Metric.timestamp, Metric.id) > pw.Tuple(*cursor))
         rows: list[Any] = list(
             query.order_by(Metric.step, Metric.timestamp, Metric.id).limit(size + 1).tuples()
@@ -769,7 +695,7 @@ class TrackingStore:
         known = set(Run.select(Run.run_id).where(Run.run_id.in_(list(run_ids))).tuples().iterator())
         missing = [r for r in run_ids if (r,) not in known]
         if missing:
-            raise _run_not_found(missing[0])
+            raise run_not_found(missing[0])
         query = (
             Metric.select(
                 Metric.run, Metric.key, Metric.value, Metric.value_kind, Metric.timestamp, Metric.step
@@ -792,7 +718,6 @@ class TrackingStore:
     # Search
     # -----------------------------------------------------------------------------------------
 
-    @querying.search_guard()
     def search_runs(
         self,
         experiment_ids: Sequence[str],
@@ -810,72 +735,30 @@ class TrackingStore:
             )
         eids = sorted({parse_experiment_id(e, "experiment_ids") for e in experiment_ids})
         size = pagination.page_size(page_size, SEARCH_RUNS_DEFAULT_PAGE, SEARCH_RUNS_MAX_PAGE)
-        node = parse_and_validate(filter_text, RUNS_SCHEMA)
-        keys = parse_order_by(list(order_by), RUNS_SCHEMA)
-        ordering = search.run_ordering(keys)
-        fp = pagination.fingerprint("runs", eids, filter_text, view, list(order_by))
-        cursor = pagination.decode_token(page_token, fp)
-        readable = visibility.readable_ids("experiment")
-        if readable is not None:  # the experiments the caller cannot read hold no runs for it
-            allowed = set(readable)
-            eids = [eid for eid in eids if eid in allowed]
-            if not eids:
-                return [], ""
-
-        compiled = search.compile_run_filter(node)
-        lifecycle = _lifecycle_condition(Run.lifecycle_stage, view)
-        base = [Run.experiment.in_(eids)] + [c for c in (lifecycle, compiled) if c is not None]
-        if len(keys) == 1 and keys[0].entity == "metric":
-            bounds = _metric_bounds(node, keys[0].key)
-            # First pages of the same search (dashboards poll them) reuse their SQL text.
-            cache_key = None if cursor is not None else (tuple(eids), filter_text, view, tuple(order_by))
-            infos, last = _search_by_one_metric(
-                keys[0].key, keys[0].ascending, base, cursor, size, bounds, cache_key
-            )
-            token = pagination.encode_token(last, fp) if last is not None else ""
-            return self._records_of(infos), token
-
-        columns = ordering.columns
-        query = Run.select(Run, *[c.expr.alias(f"_s{i}") for i, c in enumerate(columns)])
-        for alias, on in ordering.joins:
-            query = query.join(alias, pw.JOIN.LEFT_OUTER, on=on)
-        for condition in base:
-            query = query.where(condition)
-        if cursor is not None:
-            _check_cursor(cursor, len(columns))
-            query = query.where(querying.keyset_after(columns, cursor))
-        rows = list(query.order_by(*querying.order_clauses(columns)).limit(size + 1))
-        rows, token = pagination.trim(
-            rows, size, lambda last: [getattr(last, f"_s{i}") for i in range(len(columns))], fp
-        )
-        return self._run_records(rows), token
-
-    def _run_records(self, rows: Sequence[Run]) -> list[RunRecord]:
-        return self._records_of([_run_info(r) for r in rows])
+        infos, token = search.search_runs(eids, filter_text, view, size, order_by, page_token)
+        return self._records_of(infos), token
 
     def _records_of(self, infos: Sequence[RunInfoRecord]) -> list[RunRecord]:
-        """Runs with their data: three queries for the whole page (hand-written SQL: building
-        IN lists through Peewee cost more than running them)."""
+        """Runs with their data: three queries for the whole page (prepared: building IN lists
+        through Peewee cost more than running them)."""
         ids = [i.run_id for i in infos]
         params: dict[str, dict[str, str]] = {i: {} for i in ids}
         tags: dict[str, dict[str, str]] = {i: {} for i in ids}
-        metrics: dict[str, list[MetricPoint]] = {i: [] for i in ids}
-        sql = hot_sql()
+        latest: dict[str, list[MetricPoint]] = {i: [] for i in ids}
         for chunk in _chunks(ids, _IN_CHUNK):
-            marks = ", ".join([sql.param] * len(chunk))
-            for run, key, value in db.execute_sql(sql.params_of + f"({marks})", chunk).fetchall():
+            for run, key, value in db.execute_sql(_PARAMS_OF.sql(len(chunk)), chunk).fetchall():
                 params[run][key] = value
-            for run, key, value in db.execute_sql(sql.tags_of + f"({marks})", chunk).fetchall():
+            for run, key, value in db.execute_sql(_TAGS_OF.sql(len(chunk)), chunk).fetchall():
                 tags[run][key] = value
             for run, key, value, kind, ts, step in db.execute_sql(
-                sql.latest_of + f"({marks})", chunk
+                _LATEST_OF.sql(len(chunk)), chunk
             ).fetchall():
-                metrics[run].append(MetricPoint(key, decode_value(value, kind), ts, step))
+                latest[run].append(MetricPoint(key, decode_value(value, kind), ts, step))
         return [
             RunRecord(
                 info=info,
                 params=dict(sorted(params[info.run_id].items())),
-                metrics=sorted(metrics[info.run_id], key=lambda m: m.key),
+                metrics=sorted(latest[info.run_id], key=lambda m: m.key),
                 tags=dict(sorted(tags[info.run_id].items())),
             )
             for info in infos
@@ -887,179 +770,36 @@ class TrackingStore:
 # ---------------------------------------------------------------------------------------------
 
 
-def _metric_bounds(node: Node | None, key: str) -> list[tuple[str, float]]:
-    """Top-level AND comparisons on metric ``key`` (``metrics.rmse < 0.8``): they bound the index
-    range the ordered scan walks (the EXISTS filter still applies them exactly, so only the
-    tightest lower bound, the tightest upper bound and one ``=`` are kept: a filter may hold a
-    thousand of them, and each would nest the SQL one level deeper)."""
-    items = node.items if isinstance(node, And) else (node,) if node is not None else ()
-    lower: tuple[str, float] | None = None
-    upper: tuple[str, float] | None = None
-    equal: tuple[str, float] | None = None
-    for c in items:
-        if not (isinstance(c, Comparison) and c.entity == "metric" and c.key == key):
-            continue
-        bound = (c.op, float(c.value))  # type: ignore[arg-type]
-        if c.op in (">", ">="):
-            if lower is None or (bound[1], bound[0] == ">") > (lower[1], lower[0] == ">"):
-                lower = bound
-        elif c.op in ("<", "<="):
-            if upper is None or (-bound[1], bound[0] == "<") > (-upper[1], upper[0] == "<"):
-                upper = bound
-        elif c.op == "=" and equal is None:
-            equal = bound
-    return [b for b in (lower, upper, equal) if b is not None]
-
-
-def _search_by_one_metric(
-    key: str,
-    ascending: bool,
-    conditions: list[Any],
-    cursor: list[Any] | None,
-    size: int,
-    bounds: Sequence[tuple[str, float]] = (),
-    cache_key: tuple[Any, ...] | None = None,
-) -> tuple[list[RunInfoRecord], list[Any] | None]:
-    """``order_by=["metrics.<key> ASC|DESC"]``, the most common search, driven by the
-    latest_metric (key, value, run_id) index so it reads a page's worth of rows, not every match.
-
-    Three segments in order: runs with a value (by value, then run_id), runs whose value is NaN,
-    runs without the metric. The cursor is [segment, value, run_id]."""
-    segment, value, after_id = (cursor[0], cursor[1], cursor[2]) if cursor is not None else (0, 0.0, None)
-    if cursor is not None:
-        _check_cursor(cursor, 3)
-        # Tokens are not signed: a forged one must not steer the loop below (a huge float
-        # segment would never reach 3) or reach the database with the wrong types.
-        if not (
-            type(segment) is int
-            and 0 <= segment <= 2
-            and isinstance(value, int | float)
-            and not isinstance(value, bool)
-            and isinstance(after_id, str)
-        ):
-            _check_cursor([], 3)
-    rows: list[tuple[Any, ...]] = []
-    segments: list[int] = []  # the segment of each row, for the cursor
-    last: list[Any] | None = None
-    while segment <= 2 and len(rows) <= size:
-        want = size + 1 - len(rows)
-        sql_key = None if cache_key is None else (db.obj, cache_key, segment, want)
-        cached = _SQL_CACHE.get(sql_key) if sql_key is not None else None
-        if cached is not None:
-            found = db.execute_sql(*cached).fetchall()
-            rows.extend(found)
-            segments.extend([segment] * len(found))
-            if len(rows) > size:
-                break
-            segment, value, after_id = segment + 1, 0.0, None
-            continue
-        o = LatestMetric.alias("o0")
-        if segment == 2:
-            query: Any = Run.select(*_RUN_COLUMNS, pw.Value(0.0).alias("_v")).where(
-                ~pw.fn.EXISTS(o.select(pw.SQL("1")).where((o.run == Run.run_id) & (o.key == key)))
-            )
-            order = [Run.run_id.asc() if ascending else Run.run_id.desc()]
-            if after_id is not None:
-                query = query.where(Run.run_id > after_id if ascending else Run.run_id < after_id)
-        else:
-            query = (
-                o.select(*_RUN_COLUMNS, o.value.alias("_v"))
-                .join(Run, pw.JOIN.CROSS)  # CROSS forces SQLite to walk the metric index first
-                .where((Run.run_id == o.run) & (o.key == key))
-            )
-            if segment == 0:
-                query = query.where(o.value_kind != VALUE_NAN)
-                for op, bound_value in bounds:
-                    query = query.where(querying.number_op(o.value, op, bound_value))
-                order = [o.value.asc(), o.run.asc()] if ascending else [o.value.desc(), o.run.desc()]
-                if after_id is not None:
-                    position = pw.Tuple(o.value, o.run)
-                    bound = pw.Tuple(value, after_id)
-                    query = query.where(position > bound if ascending else position < bound)
-            else:
-                query = query.where(o.value_kind == VALUE_NAN)
-                order = [o.run.asc() if ascending else o.run.desc()]
-                if after_id is not None:
-                    query = query.where(o.run > after_id if ascending else o.run < after_id)
-        for condition in conditions:
-            query = query.where(condition)
-        compiled_sql = query.order_by(*order).limit(want).sql()
-        if sql_key is not None:
-            if len(_SQL_CACHE) >= _SQL_CACHE_SIZE:
-                _SQL_CACHE.clear()
-            _SQL_CACHE[sql_key] = compiled_sql
-        # Raw rows: Peewee's per-field conversion is not needed for these plain columns.
-        found = db.execute_sql(*compiled_sql).fetchall()
-        rows.extend(found)
-        segments.extend([segment] * len(found))
-        if len(rows) > size:
-            break
-        segment, value, after_id = segment + 1, 0.0, None
-    if len(rows) > size:
-        rows = rows[:size]
-        tail = rows[-1]
-        last = [segments[size - 1], float(tail[-1] or 0.0), tail[0]]
-    return [_info_of(row) for row in rows], last
-
-
-_SQL_CACHE: dict[tuple[Any, ...], tuple[str, list[Any]]] = {}
-_SQL_CACHE_SIZE = 512
-
-_RUN_COLUMNS = (
-    Run.run_id, Run.experiment, Run.run_name, Run.user_id, Run.status, Run.start_time, Run.end_time,
-    Run.artifact_uri, Run.lifecycle_stage, Run.parent_run_id,
-)  # fmt: skip
-
-
-def _info_of(row: tuple[Any, ...]) -> RunInfoRecord:
-    """A RunInfoRecord from a tuple that starts with the _RUN_COLUMNS."""
-    return RunInfoRecord(
-        run_id=row[0],
-        experiment_id=str(row[1]),
-        run_name=row[2],
-        user_id=row[3],
-        status=row[4],
-        start_time=row[5],
-        end_time=row[6],
-        artifact_uri=row[7],
-        lifecycle_stage=row[8],
-        parent_run_id=row[9] or "",
-    )
-
-
-def _run_not_found(run_id: str) -> NotFound:
-    return NotFound(f"run {run_id} does not exist", reason="RUN_NOT_FOUND", metadata={"run_id": run_id})
+def _read_run_info(run_id: str) -> RunInfoRecord:
+    row = Run.select(*search.RUN_INFO_COLUMNS).where(Run.run_id == run_id).tuples().first()
+    if row is None:
+        raise run_not_found(run_id)
+    return search.run_info(row)
 
 
 def _require_active_run(run_id: str, action: str) -> None:
-    """A primary-key lookup: the run must exist and not be deleted (checked on every write,
-    so a run deleted through another replica refuses data at once). The logging paths use the
-    same check in ``_require_active_run_fast``, which on MySQL also takes the run's row lock:
-    writers of one run then queue instead of deadlocking on latest_metric's gap locks."""
-    stage = Run.select(Run.lifecycle_stage).where(Run.run_id == run_id).scalar()
-    if stage is None:
-        raise _run_not_found(run_id)
-    if stage != ACTIVE:
-        raise FailedPrecondition(
-            f"cannot {action} run {run_id}: it is deleted (restore it with RestoreRun first)",
-            reason="RUN_DELETED",
-            metadata={"run_id": run_id},
-        )
+    """A primary-key lookup: the run must exist and not be deleted (checked on every write, so a
+    run deleted through another replica refuses data at once; the logging paths use
+    ``metrics.lock_active_run``)."""
+    check_run_accepts(run_id, Run.select(Run.lifecycle_stage).where(Run.run_id == run_id).scalar(), action)
 
 
-def _run_info(r: Run) -> RunInfoRecord:
-    return RunInfoRecord(
-        run_id=r.run_id,
-        run_name=r.run_name,
-        experiment_id=str(r.experiment_id),
-        user_id=r.user_id,
-        status=r.status,
-        start_time=r.start_time,
-        end_time=r.end_time,
-        artifact_uri=r.artifact_uri,
-        lifecycle_stage=r.lifecycle_stage,
-        parent_run_id=r.parent_run_id or "",
-    )
+def _of_runs(model: Any, *columns: Any) -> Prepared:
+    """``columns`` of ``model``'s rows that belong to a list of runs (``run_id IN (...)``)."""
+    return Prepared(lambda n: model.select(*columns).where(model.run.in_([slot(i) for i in range(n)])))
+
+
+_PARAMS_OF = _of_runs(Param, Param.run, Param.key, Param.value)
+_TAGS_OF = _of_runs(RunTag, RunTag.run, RunTag.key, RunTag.value)
+_LATEST_OF = _of_runs(
+    LatestMetric,
+    LatestMetric.run,
+    LatestMetric.key,
+    LatestMetric.value,
+    LatestMetric.value_kind,
+    LatestMetric.timestamp,
+    LatestMetric.step,
+)
 
 
 def _experiment_id_taken(experiment_id: int) -> bool:
@@ -1079,177 +819,6 @@ def _insert_experiment(fields: dict[str, Any]) -> int:
         return 0
     inserted = Experiment.insert(**fields).execute()
     return int(fields.get("experiment_id", inserted))
-
-
-def _lifecycle_condition(column: Any, view: str) -> pw.ColumnBase | None:
-    if view == "ALL":
-        return None
-    return column == (DELETED if view == "DELETED_ONLY" else ACTIVE)
-
-
-def _check_cursor(cursor: list[Any], expected: int) -> None:
-    if len(cursor) != expected:
-        raise InvalidArgument(
-            "page_token is malformed: pass the next_page_token of a previous response unchanged",
-            reason="INVALID_PAGE_TOKEN",
-            field="page_token",
-        )
-
-
-class _GroupCommit:
-    """Group commit: concurrent single-point writes share one transaction.
-
-    The first caller becomes the leader and commits everything queued so far (its own point
-    included) in one transaction, then hands leadership to the oldest waiting caller, if any.
-    Every caller returns only after its point is committed (or raises its own error), so the
-    semantics of a synchronous LogMetric are unchanged; under load, BEGIN/COMMIT, the run check
-    and the statements are paid once per group instead of once per point."""
-
-    def __init__(self, commit: Callable[[list[tuple[tuple[Any, ...], Any]]], dict[str, Exception]]) -> None:
-        self._commit = commit
-        self._lock = threading.Lock()
-        self._pending: list[tuple[tuple[Any, ...], Any, _Waiter]] = []
-        self._leading = False
-
-    def submit(self, row: tuple[Any, ...], tag: Any = None) -> None:
-        """Commits ``row`` with the group; ``tag`` goes to the commit function with it."""
-        waiter = _Waiter()
-        with self._lock:
-            self._pending.append((row, tag, waiter))
-            lead = not self._leading
-            self._leading = True
-        if not lead:
-            waiter.done.wait()
-            if not waiter.lead:
-                waiter.raise_error()
-                return
-        with self._lock:
-            group, self._pending = self._pending, []
-        try:
-            errors = self._commit([(r, t) for r, t, _ in group])
-            for r, _, w in group:
-                w.error = errors.get(r[0])
-        except Exception as exc:  # noqa: BLE001 - every caller of the group sees the failure
-            for _, _, w in group:
-                w.error = exc
-        finally:
-            with self._lock:
-                if self._pending:
-                    nxt = self._pending[0][2]
-                    nxt.lead = True
-                    nxt.done.set()
-                else:
-                    self._leading = False
-            for _, _, w in group:
-                if w is not waiter:
-                    w.done.set()
-        waiter.raise_error()
-
-
-class _Waiter:
-    __slots__ = ("done", "error", "lead")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.error: BaseException | None = None
-        self.lead = False
-
-    def raise_error(self) -> None:
-        if self.error is not None:
-            raise self.error
-
-
-class _HotSql:
-    """Hand-written SQL of the metric hot path, built once per database. Peewee's query builder
-    costs more than the database itself for these tiny statements (profiled: ~70% of a
-    LogMetric call), so the hot path skips it; every other path uses Peewee."""
-
-    def __init__(self) -> None:
-        mysql = is_mysql()
-        q = "`" if mysql else '"'
-        self.param = db.obj.param
-        self.mysql = mysql
-        cols = ", ".join(f"{q}{c}{q}" for c in ("run_id", "key", "value", "value_kind", "timestamp", "step"))
-        self.check_run = f"SELECT {q}lifecycle_stage{q} FROM {q}run{q} WHERE {q}run_id{q} = {self.param}" + (
-            " FOR UPDATE" if mysql else ""
-        )
-        self.insert_metric = f"INSERT INTO {q}metric{q} ({cols}) VALUES "
-        self.insert_latest = f"INSERT INTO {q}latest_metric{q} ({cols}) VALUES "
-        # Move the latest point forward only: (step, timestamp, value) must grow.
-        self.upsert_tail = (
-            ' ON CONFLICT ("run_id", "key") DO UPDATE SET "value" = EXCLUDED."value", '
-            '"value_kind" = EXCLUDED."value_kind", "timestamp" = EXCLUDED."timestamp", "step" = EXCLUDED."step" '
-            'WHERE ("latest_metric"."step", "latest_metric"."timestamp", "latest_metric"."value") '
-            '< (EXCLUDED."step", EXCLUDED."timestamp", EXCLUDED."value")'
-        )
-        p = self.param
-        self.mysql_insert_latest = (
-            f"INSERT IGNORE INTO `latest_metric` ({cols}) VALUES ({p}, {p}, {p}, {p}, {p}, {p})"
-        )
-        self.mysql_advance_latest = (
-            f"UPDATE `latest_metric` SET `value` = {p}, `value_kind` = {p}, `timestamp` = {p}, `step` = {p} "
-            f"WHERE `run_id` = {p} AND `key` = {p} AND (`step`, `timestamp`, `value`) < ({p}, {p}, {p})"
-        )
-        kv = f"{q}run_id{q}, {q}key{q}, {q}value{q}"
-        self.params_of = f"SELECT {kv} FROM {q}param{q} WHERE {q}run_id{q} IN "
-        self.tags_of = f"SELECT {kv} FROM {q}run_tag{q} WHERE {q}run_id{q} IN "
-        self.latest_of = f"SELECT {cols} FROM {q}latest_metric{q} WHERE {q}run_id{q} IN "
-        self._values: dict[int, str] = {}
-
-    def values(self, count: int) -> str:
-        found = self._values.get(count)
-        if found is None:
-            one = "(" + ", ".join([self.param] * 6) + ")"
-            found = self._values[count] = ", ".join([one] * count)
-        return found
-
-
-# Keyed by the database object itself (not its id, which a later database could reuse).
-_hot_sql: dict[Any, _HotSql] = {}
-
-
-def hot_sql() -> _HotSql:
-    found = _hot_sql.get(db.obj)
-    if found is None:
-        found = _hot_sql[db.obj] = _HotSql()
-    return found
-
-
-def _require_active_run_fast(sql: _HotSql, run_id: str) -> None:
-    row = db.execute_sql(sql.check_run, (run_id,)).fetchone()
-    if row is None:
-        raise _run_not_found(run_id)
-    if row[0] != ACTIVE:
-        raise FailedPrecondition(
-            f"cannot log to run {run_id}: it is deleted (restore it with RestoreRun first)",
-            reason="RUN_DELETED",
-            metadata={"run_id": run_id},
-        )
-
-
-def _flat(rows: Sequence[tuple[Any, ...]]) -> list[Any]:
-    return [v for row in rows for v in row]
-
-
-def _insert_metrics(rows: list[tuple[Any, ...]]) -> None:
-    """Appends history rows ``(run_id, key, value, value_kind, timestamp, step)`` and moves each
-    key's latest value forward (never backwards, whatever the order concurrent writers commit)."""
-    sql = hot_sql()
-    db.execute_sql(sql.insert_metric + sql.values(len(rows)), _flat(rows))
-    latest: dict[tuple[str, str], tuple[Any, ...]] = {}
-    for row in rows:
-        seen = latest.get((row[0], row[1]))
-        if seen is None or (row[5], row[4], row[2]) > (seen[5], seen[4], seen[2]):
-            latest[(row[0], row[1])] = row
-    newest = [latest[k] for k in sorted(latest)]  # one lock order for every writer
-    if not sql.mysql:
-        db.execute_sql(sql.insert_latest + sql.values(len(newest)) + sql.upsert_tail, _flat(newest))
-        return
-    # MySQL's upsert cannot be conditional as a whole: insert if absent, else update if newer.
-    for run_id, key, value, kind, ts, step in newest:
-        if db.execute_sql(sql.mysql_insert_latest, (run_id, key, value, kind, ts, step)).rowcount == 1:
-            continue
-        db.execute_sql(sql.mysql_advance_latest, (value, kind, ts, step, run_id, key, step, ts, value))
 
 
 def _sample(points: list[MetricPoint], max_points: int) -> list[MetricPoint]:
