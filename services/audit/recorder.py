@@ -309,6 +309,7 @@ def _value_of(field: FieldDescriptor, value: Any, depth: int) -> str:
     if kind == "secret":
         return "***"
     if kind == "map":
+        assert field.message_type is not None  # a map field's entries are messages
         value_field = field.message_type.fields_by_name["value"]
         items = list(value.items())
         shown = [f"{_scalar(str(k))}: {_one(value_field, v, depth)}" for k, v in items[:_REPEATED_SHOWN]]

@@ -26,7 +26,7 @@ from keel_server.auth.context import Caller
 from keel_server.auth.store import ADMIN_USER, LEVEL_NAMES, LEVELS_BY_NAME, MANAGE, NONE, READ, AuthStore
 from keel_server.common import uris
 from keel_server.common.config import Settings
-from keel_server.common.db import Deployment, Experiment, Run
+from keel_server.common.db import Deployment, Experiment, RegisteredModel, Run, TransitionRequest
 from keel_server.common.errors import KeelError, PermissionDenied, Unauthenticated, quote
 
 CACHE_SECONDS = 0.5
@@ -237,6 +237,13 @@ class Guard:
             if caller is None or caller.admin or self.store.token_owner(str(value)) == caller.name:
                 return []
             return [Scope("admin", None)]
+        if kind in (policy.TRANSITION_REQUEST, policy.TRANSITION_REQUEST_OF_OTHERS):
+            found = self._transition_request(str(value))
+            if kind == policy.TRANSITION_REQUEST_OF_OTHERS and (
+                caller is None or (found is not None and found[1] == caller.name)
+            ):
+                return []
+            return [Scope("model", found[0] if found is not None else None)]
         raise ValueError(f"unknown policy need kind {kind!r}")
 
     def level_on(self, caller: Caller, scope: Scope) -> int:
@@ -332,6 +339,27 @@ class Guard:
 
         return self._names.get(("model-id", model_key), load)
 
+    def _transition_request(self, request_id: str) -> tuple[str, str] | None:
+        """The model name and the requester of a transition request; None when there is none."""
+        if not request_id.isascii() or not request_id.isdigit() or len(request_id) > 18:
+            return None
+
+        def load() -> tuple[str, str] | None:
+            row = (
+                TransitionRequest.select(RegisteredModel.name, TransitionRequest.requester)
+                .join(RegisteredModel)
+                .where(TransitionRequest.id == int(request_id))
+                .tuples()
+                .first()
+            )
+            return None if row is None else (str(row[0]), str(row[1]))
+
+        key = ("transition-request", request_id)
+        found = self._names.get(key, load)
+        if found is None:
+            self._names._items.pop(key, None)  # it may be created a moment later: never cache absence
+        return found  # type: ignore[no-any-return]
+
     def _scope_of_deployment(self, name: str) -> Scope:
         def load() -> str | None:
             row = Deployment.select(Deployment.model_uri).where(Deployment.name == name).tuples().first()
@@ -400,6 +428,8 @@ _RESOURCE_TYPES = {
     policy.GRANT_RESOURCE: "permission",
     policy.SELF_OR_ADMIN: "user",
     policy.TOKEN_OWNER: "token",
+    policy.TRANSITION_REQUEST: "model_version",
+    policy.TRANSITION_REQUEST_OF_OTHERS: "model_version",
 }
 
 
@@ -436,6 +466,8 @@ def _describe(need: policy.Need, value: Any) -> str:
         return _resource_id(policy.Rule(), None, value).replace("=", " ")
     if kind == policy.DEPLOYMENT:
         return f"the model of deployment {quote(str(value))}"
+    if kind in (policy.TRANSITION_REQUEST, policy.TRANSITION_REQUEST_OF_OTHERS):
+        return f"the model of transition request {quote(str(value))}"
     noun = {policy.EXPERIMENT: "experiment", policy.EXPERIMENT_NAME: "experiment", policy.MODEL: "registered model"}
     return f"{noun.get(kind, kind)} {quote(str(value))}"
 

@@ -24,6 +24,9 @@ ARTIFACT_REF = "artifact_ref"  # a keel.artifacts.v1.ArtifactRef (run id or arti
 ARTIFACT_URI = "artifact_uri"  # runs:/..., or a store URI (a run's artifacts or a registry snapshot)
 DEPLOYMENT = "deployment"  # a deployment name (its model URI decides)
 GRANT_RESOURCE = "grant_resource"  # a keel.auth.v1.Resource
+TRANSITION_REQUEST = "transition_request"  # a transition request id: the model it is about
+# A transition request id: nothing to check for its requester, its model for anyone else.
+TRANSITION_REQUEST_OF_OTHERS = "transition_request_of_others"
 # These two resolve to nothing to check for the caller itself, and to an administrators-only
 # scope otherwise (their level is then never reached by a non-admin).
 SELF_OR_ADMIN = "self_or_admin"  # a user name: the caller itself, or any for an admin
@@ -136,6 +139,17 @@ POLICY: dict[str, Rule] = {
     REGISTRY + "GetModelVersionByAlias": _r(Need(MODEL, "name", READ)),
     REGISTRY + "ListModelHistory": _r(Need(MODEL, "name", READ)),
     REGISTRY + "ResolveModelUri": _r(Need(MODEL_URI, "model_uri", READ)),
+    # Review and approval: asking is EDIT, deciding MANAGE (the store refuses self-approval);
+    # the requester may withdraw its own request, anyone else needs MANAGE.
+    REGISTRY + "SetRegisteredModelPolicy": _w(Need(MODEL, "name", MANAGE)),
+    REGISTRY + "CreateTransitionRequest": _w(Need(MODEL, "name", EDIT), resource_type="model_version"),
+    REGISTRY + "ListTransitionRequests": _r(Need(MODEL, "name", READ)),
+    REGISTRY + "ApproveTransitionRequest": _w(Need(TRANSITION_REQUEST, "id", MANAGE), resource_type="model_version"),
+    REGISTRY + "RejectTransitionRequest": _w(Need(TRANSITION_REQUEST, "id", MANAGE), resource_type="model_version"),
+    REGISTRY + "CancelTransitionRequest": _w(
+        Need(TRANSITION_REQUEST, "id", READ), Need(TRANSITION_REQUEST_OF_OTHERS, "id", MANAGE),
+        resource_type="model_version",
+    ),
     # ---------------------------------------------------------------- artifacts
     ARTIFACTS + "UploadArtifact": _w(Need(ARTIFACT_REF, "header.ref", EDIT), resource_type="artifact"),
     ARTIFACTS + "DownloadArtifact": _r(Need(ARTIFACT_REF, "ref", READ)),

@@ -10,11 +10,12 @@ failing on lock upgrade).
 from __future__ import annotations
 
 import contextlib
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import peewee as pw
@@ -269,6 +270,58 @@ class ModelHistoryEvent(BaseModel):
         indexes = ((("model", "id"), False),)
 
 
+class ApprovalRequiredStage(BaseModel):
+    """A stage of a registered model that versions enter only through an approved transition
+    request (one row per protected stage; no row: direct transitions)."""
+
+    model = pw.ForeignKeyField(RegisteredModel, backref="approval_stages", on_delete="CASCADE")
+    model_id: int
+    stage = pw.CharField(max_length=20)
+
+    class Meta:
+        table_name = "approval_required_stage"
+        primary_key = pw.CompositeKey("model", "stage")
+
+
+class TransitionRequest(BaseModel):
+    """A request to move a version to a stage: PENDING, then APPROVED, REJECTED or CANCELLED.
+    ``version`` is a number, not a key: a request outlives a deleted version (its approval is
+    then ABORTED), and keeps its place in the history."""
+
+    id = pw.BigAutoField()
+    model = pw.ForeignKeyField(RegisteredModel, backref="transition_requests", on_delete="CASCADE")
+    model_id: int
+    version = pw.IntegerField()
+    from_stage = pw.CharField(max_length=20)  # the version's stage when asked: approval checks it
+    to_stage = pw.CharField(max_length=20)
+    archive_existing_versions = pw.BooleanField(default=False)
+    requester = pw.CharField(max_length=256, default="")
+    comment = LongTextField(default="")
+    status = pw.CharField(max_length=16, default="PENDING")
+    creation_time = pw.BigIntegerField(default=now_ms)
+    decided_by = pw.CharField(max_length=256, default="")
+    decision_comment = LongTextField(default="")
+    decision_time = pw.BigIntegerField(default=0)
+
+    class Meta:
+        table_name = "transition_request"
+        # Listed per model newest first, optionally of one status or version.
+        indexes = ((("model", "status", "id"), False), (("model", "version", "id"), False))
+
+
+class ModelHistoryNote(BaseModel):
+    """What a transition request event of the history adds to its row: the request and the
+    comment (a table of its own, so the history table keeps the shape migration 1 gave it)."""
+
+    event = pw.ForeignKeyField(ModelHistoryEvent, primary_key=True, on_delete="CASCADE")
+    event_id: int
+    transition_request_id = pw.BigIntegerField()
+    comment = LongTextField(default="")
+
+    class Meta:
+        table_name = "model_history_note"
+
+
 # --------------------------------------------------------------------------------------------
 # Artifacts and inference
 # --------------------------------------------------------------------------------------------
@@ -305,6 +358,8 @@ REGISTRY_TABLES: list[type[BaseModel]] = [
     RegisteredModelAlias,
     ModelHistoryEvent,
 ]
+# Review and approval of stage transitions (migration 5).
+APPROVAL_TABLES: list[type[BaseModel]] = [ApprovalRequiredStage, TransitionRequest, ModelHistoryNote]
 SERVING_TABLES: list[type[BaseModel]] = [ArtifactObject, Deployment]
 
 
@@ -434,6 +489,7 @@ ALL_TABLES: list[type[BaseModel]] = [
     *IDEMPOTENCY_TABLES,
     *AUTH_TABLES,
     *AUDIT_TABLES,
+    *APPROVAL_TABLES,
 ]
 
 
@@ -581,3 +637,30 @@ def is_retryable(exc: BaseException) -> bool:
             "try restarting transaction",
         )
     )
+
+
+T = TypeVar("T")
+
+# Runs of one write transaction at most, by default (the first and its retries).
+TRANSACTION_ATTEMPTS = 5
+
+
+def retry_transaction(
+    operation: Callable[[], T], attempts: int = TRANSACTION_ATTEMPTS, *, unique_violations: bool = False
+) -> T:
+    """Runs ``operation`` (one whole write transaction: it must open and close it itself) and runs
+    it again when it lost a race: a deadlock, a serialization failure or a lock timeout
+    (:func:`is_retryable`); with ``unique_violations``, any integrity error too (a concurrent
+    insert won, and the rerun reads the winner back). At most ``attempts`` runs, each retry after
+    a random wait whose bound doubles (so the racers fall out of step); then the error is raised."""
+    if attempts < 1:
+        raise ValueError(f"attempts must be at least 1, got {attempts}")
+    for attempt in range(1, attempts + 1):
+        try:
+            return operation()
+        except pw.DatabaseError as exc:
+            lost_race = is_retryable(exc) or (unique_violations and isinstance(exc, pw.IntegrityError))
+            if not lost_race or attempt == attempts:
+                raise
+        time.sleep(random.uniform(0, 0.005 * 2**attempt))
+    raise AssertionError("unreachable")

@@ -24,6 +24,17 @@ READY = "READY"
 STAGE_TRANSITION = "STAGE_TRANSITION"
 ALIAS_SET = "ALIAS_SET"
 ALIAS_DELETED = "ALIAS_DELETED"
+TRANSITION_REQUESTED = "TRANSITION_REQUESTED"
+TRANSITION_APPROVED = "TRANSITION_APPROVED"
+TRANSITION_REJECTED = "TRANSITION_REJECTED"
+TRANSITION_CANCELLED = "TRANSITION_CANCELLED"
+
+# Transition request statuses (stored as text, mapped to the proto enum by the servicer).
+REQUEST_PENDING = "PENDING"
+REQUEST_APPROVED = "APPROVED"
+REQUEST_REJECTED = "REJECTED"
+REQUEST_CANCELLED = "CANCELLED"
+REQUEST_STATUSES: tuple[str, ...] = (REQUEST_PENDING, REQUEST_APPROVED, REQUEST_REJECTED, REQUEST_CANCELLED)
 
 
 @dataclass
@@ -56,6 +67,8 @@ class ModelRecord:
     aliases: dict[str, int] = field(default_factory=dict)
     # the latest READY version of each stage that has one, in STAGES order
     latest_versions: list[VersionRecord] = field(default_factory=list)
+    # stages entered only through an approved transition request, in STAGES order
+    approval_required_stages: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -69,6 +82,26 @@ class HistoryRecord:
     from_version: int
     actor: str
     timestamp: int
+    # transition request events: the request and the comment made with the event
+    transition_request_id: str = ""
+    comment: str = ""
+
+
+@dataclass
+class TransitionRequestRecord:
+    id: str
+    name: str
+    version: int
+    from_stage: str
+    stage: str
+    archive_existing_versions: bool
+    requester: str
+    comment: str
+    status: str
+    creation_time: int
+    decided_by: str
+    decision_comment: str
+    decision_time: int
 
 
 @dataclass

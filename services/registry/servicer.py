@@ -9,15 +9,25 @@ from google.protobuf import empty_pb2
 from keel.registry.v1 import registry_pb2 as pb
 from keel.registry.v1 import registry_pb2_grpc
 from keel_server.common.app import App
+from keel_server.registry.approvals import ApprovalStore
 from keel_server.registry.records import (
     ALIAS_DELETED,
     ALIAS_SET,
     FAILED_REGISTRATION,
     PENDING_REGISTRATION,
     READY,
+    REQUEST_APPROVED,
+    REQUEST_CANCELLED,
+    REQUEST_PENDING,
+    REQUEST_REJECTED,
     STAGE_TRANSITION,
+    TRANSITION_APPROVED,
+    TRANSITION_CANCELLED,
+    TRANSITION_REJECTED,
+    TRANSITION_REQUESTED,
     HistoryRecord,
     ModelRecord,
+    TransitionRequestRecord,
     VersionRecord,
 )
 from keel_server.registry.store import RegistryStore
@@ -35,7 +45,18 @@ _EVENT = {
     STAGE_TRANSITION: pb.MODEL_HISTORY_EVENT_TYPE_STAGE_TRANSITION,
     ALIAS_SET: pb.MODEL_HISTORY_EVENT_TYPE_ALIAS_SET,
     ALIAS_DELETED: pb.MODEL_HISTORY_EVENT_TYPE_ALIAS_DELETED,
+    TRANSITION_REQUESTED: pb.MODEL_HISTORY_EVENT_TYPE_TRANSITION_REQUESTED,
+    TRANSITION_APPROVED: pb.MODEL_HISTORY_EVENT_TYPE_TRANSITION_APPROVED,
+    TRANSITION_REJECTED: pb.MODEL_HISTORY_EVENT_TYPE_TRANSITION_REJECTED,
+    TRANSITION_CANCELLED: pb.MODEL_HISTORY_EVENT_TYPE_TRANSITION_CANCELLED,
 }
+_REQUEST_STATUS = {
+    REQUEST_PENDING: pb.TRANSITION_REQUEST_STATUS_PENDING,
+    REQUEST_APPROVED: pb.TRANSITION_REQUEST_STATUS_APPROVED,
+    REQUEST_REJECTED: pb.TRANSITION_REQUEST_STATUS_REJECTED,
+    REQUEST_CANCELLED: pb.TRANSITION_REQUEST_STATUS_CANCELLED,
+}
+_REQUEST_STATUS_NAMES = {number: name for name, number in _REQUEST_STATUS.items()}
 _EMPTY = empty_pb2.Empty()
 
 
@@ -68,6 +89,7 @@ def model_message(m: ModelRecord) -> pb.RegisteredModel:
         latest_versions=[version_message(v) for v in m.latest_versions],
         tags=[pb.RegisteredModelTag(key=k, value=val) for k, val in m.tags.items()],
         aliases=[pb.RegisteredModelAlias(alias=a, version=n) for a, n in m.aliases.items()],
+        policy=pb.RegisteredModelPolicy(approval_required_stages=m.approval_required_stages),
     )
 
 
@@ -82,6 +104,26 @@ def event_message(e: HistoryRecord) -> pb.ModelHistoryEvent:
         from_version=e.from_version,
         actor=e.actor,
         timestamp=e.timestamp,
+        comment=e.comment,
+        transition_request_id=e.transition_request_id,
+    )
+
+
+def request_message(r: TransitionRequestRecord) -> pb.TransitionRequest:
+    return pb.TransitionRequest(
+        id=r.id,
+        name=r.name,
+        version=r.version,
+        stage=r.stage,
+        archive_existing_versions=r.archive_existing_versions,
+        requester=r.requester,
+        comment=r.comment,
+        status=_REQUEST_STATUS.get(r.status, pb.TRANSITION_REQUEST_STATUS_UNSPECIFIED),
+        creation_timestamp=r.creation_time,
+        decision_timestamp=r.decision_time,
+        decided_by=r.decided_by,
+        decision_comment=r.decision_comment,
+        from_stage=r.from_stage,
     )
 
 
@@ -96,6 +138,7 @@ def actor(context: grpc.ServicerContext, user_id: str = "") -> str:
 class ModelRegistryServicer(registry_pb2_grpc.ModelRegistryServiceServicer):
     def __init__(self, store: RegistryStore) -> None:
         self.store = store
+        self.approvals = ApprovalStore(store)
 
     # ---- registered models
     def CreateRegisteredModel(
@@ -265,6 +308,56 @@ class ModelRegistryServicer(registry_pb2_grpc.ModelRegistryServiceServicer):
     ) -> pb.ResolveModelUriResponse:
         record, uri = self.store.resolve_model_uri(request.model_uri)
         return pb.ResolveModelUriResponse(model_version=version_message(record), artifact_uri=uri)
+
+    # ---- review and approval
+    def SetRegisteredModelPolicy(
+        self, request: pb.SetRegisteredModelPolicyRequest, context: grpc.ServicerContext
+    ) -> pb.RegisteredModel:
+        stages = list(request.policy.approval_required_stages)
+        return model_message(self.approvals.set_registered_model_policy(request.name, stages))
+
+    def CreateTransitionRequest(
+        self, request: pb.CreateTransitionRequestRequest, context: grpc.ServicerContext
+    ) -> pb.TransitionRequest:
+        record = self.approvals.create_transition_request(
+            request.name,
+            request.version,
+            request.stage,
+            request.archive_existing_versions,
+            request.comment,
+            actor=actor(context),
+        )
+        return request_message(record)
+
+    def ListTransitionRequests(
+        self, request: pb.ListTransitionRequestsRequest, context: grpc.ServicerContext
+    ) -> pb.ListTransitionRequestsResponse:
+        # UNSPECIFIED: every status; an unknown enum number goes on as digits for the store to refuse.
+        status = _REQUEST_STATUS_NAMES.get(request.status, str(request.status)) if request.status else ""
+        page = self.approvals.list_transition_requests(
+            request.name, request.version, status, request.page_size, request.page_token
+        )
+        return pb.ListTransitionRequestsResponse(
+            transition_requests=[request_message(r) for r in page.items], next_page_token=page.next_page_token
+        )
+
+    def ApproveTransitionRequest(
+        self, request: pb.ApproveTransitionRequestRequest, context: grpc.ServicerContext
+    ) -> pb.TransitionRequest:
+        record = self.approvals.approve_transition_request(request.id, request.comment, actor=actor(context))
+        return request_message(record)
+
+    def RejectTransitionRequest(
+        self, request: pb.RejectTransitionRequestRequest, context: grpc.ServicerContext
+    ) -> pb.TransitionRequest:
+        record = self.approvals.reject_transition_request(request.id, request.comment, actor=actor(context))
+        return request_message(record)
+
+    def CancelTransitionRequest(
+        self, request: pb.CancelTransitionRequestRequest, context: grpc.ServicerContext
+    ) -> pb.TransitionRequest:
+        record = self.approvals.cancel_transition_request(request.id, request.comment, actor=actor(context))
+        return request_message(record)
 
 
 def add_to_server(server: grpc.Server, app: App) -> list[str]:

@@ -18,10 +18,9 @@ Concurrency rules (the same on SQLite, PostgreSQL and MariaDB):
 from __future__ import annotations
 
 import logging
-import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import peewee as pw
 
@@ -29,7 +28,7 @@ from keel.shared import pages
 from keel_server.artifacts.store import REGISTRY_FOLDER, resolve_artifact_uri
 from keel_server.audit import recorder
 from keel_server.auth import visibility
-from keel_server.common import pagination
+from keel_server.common import pagination, querying
 from keel_server.common.app import App
 from keel_server.common.db import (
     ModelHistoryEvent,
@@ -39,8 +38,8 @@ from keel_server.common.db import (
     RegisteredModelAlias,
     RegisteredModelTag,
     is_retryable,
-    is_sqlite,
     now_ms,
+    retry_transaction,
     write_transaction,
 )
 from keel_server.common.errors import (
@@ -53,14 +52,13 @@ from keel_server.common.errors import (
     NotFound,
 )
 from keel_server.common.filters import (
-    MODEL_VERSIONS_SCHEMA,
-    REGISTERED_MODELS_SCHEMA,
     Comparison,
     Node,
     OrderKey,
     parse_and_validate,
     parse_order_by,
 )
+from keel_server.common.prepared import instance, update_returning
 
 # Generic filter/keyset helpers (LIKE that is case-sensitive on every backend, keyset predicates).
 from keel_server.common.querying import (
@@ -71,9 +69,19 @@ from keel_server.common.querying import (
     order_clauses,
     search_guard,
     string_op,
+    tag_exists,
 )
 from keel_server.common.uris import is_runs_uri, parse_models_uri, parse_runs_uri
+from keel_server.registry import approvals
+from keel_server.registry import statements as sql
 from keel_server.registry import validation as check
+from keel_server.registry.fields import (
+    MODEL_ATTRIBUTE_COLUMNS,
+    MODEL_VERSIONS_SCHEMA,
+    NUMERIC_ATTRIBUTES,
+    REGISTERED_MODELS_SCHEMA,
+    VERSION_ATTRIBUTE_COLUMNS,
+)
 from keel_server.registry.records import (
     ALIAS_DELETED,
     ALIAS_SET,
@@ -90,61 +98,28 @@ from keel_server.registry.records import (
 
 log = logging.getLogger("keel.registry")
 
-T = TypeVar("T")
-
 # Page sizes: (default, maximum), as documented in the proto and read by the SDK too.
 MODELS_PAGE = pages.REGISTERED_MODELS
 VERSIONS_PAGE = pages.MODEL_VERSIONS
 HISTORY_PAGE = pages.MODEL_HISTORY
 
-# Whole-transaction retries on deadlock/serialization failures (bounded; each waits a little more).
-TRANSACTION_ATTEMPTS = 5
 
 
 # ---------------------------------------------------------------------------------------------
 # Filters and ordering
 # ---------------------------------------------------------------------------------------------
 
-_MODEL_COLUMNS: dict[str, Any] = {
-    "name": RegisteredModel.name,
-    "creation_timestamp": RegisteredModel.creation_time,
-    "last_updated_timestamp": RegisteredModel.last_updated_time,
-}
-_VERSION_COLUMNS: dict[str, Any] = {
-    "name": RegisteredModel.name,
-    "run_id": ModelVersion.run_id,
-    "source_path": ModelVersion.source,
-    "version_number": ModelVersion.version,
-    "creation_timestamp": ModelVersion.creation_time,
-    "last_updated_timestamp": ModelVersion.last_updated_time,
-}
-_NUMERIC = {"version_number", "creation_timestamp", "last_updated_timestamp"}
+def _compile(node: Node | None, columns: Mapping[str, Any], tag_owner: pw.ForeignKeyField, owner_id: Any) -> Any:
+    """A validated filter AST → Peewee expression (``querying.compile_filter``); tags are EXISTS
+    subqueries on ``tag_owner``'s table (``querying.tag_exists``)."""
 
+    def comparison(c: Comparison) -> Any:
+        if c.entity == "tag":
+            return tag_exists(tag_owner, owner_id, c)
+        compare = number_op if c.key in NUMERIC_ATTRIBUTES else string_op
+        return compare(columns[c.key], c.op, c.value)
 
-def _compile(
-    node: Node | None, columns: Mapping[str, Any], tag_model: Any, tag_owner: Any, owner_id: Any
-) -> Any:
-    """A validated filter AST → Peewee expression; tags are EXISTS subqueries (IS NULL: absent).
-    Nesting stays as shallow as the filter's own (``querying.compile_filter``)."""
-    return compile_filter(node, lambda c: _comparison(c, columns, tag_model, tag_owner, owner_id))
-
-
-def _comparison(
-    c: Comparison, columns: Mapping[str, Any], tag_model: Any, tag_owner: Any, owner_id: Any
-) -> Any:
-    if c.entity == "tag":
-        alias = tag_model.alias()
-        # FieldAlias by field, not getattr: a ModelAlias's own ``.model`` attribute shadows the field.
-        owner = pw.FieldAlias.create(alias, tag_model._meta.fields[tag_owner])
-        base = alias.select(pw.SQL("1")).where((owner == owner_id) & (alias.key == c.key))
-        if c.op == "IS NULL":
-            return ~pw.fn.EXISTS(base)
-        if c.op == "IS NOT NULL":
-            return pw.fn.EXISTS(base)
-        return pw.fn.EXISTS(base.where(string_op(alias.value, c.op, c.value)))
-    if c.key in _NUMERIC:
-        return number_op(columns[c.key], c.op, c.value)
-    return string_op(columns[c.key], c.op, c.value)
+    return compile_filter(node, comparison)
 
 
 def _ordering(
@@ -166,61 +141,49 @@ class RegistryStore:
         self.app = app
 
     # ---- plumbing ----------------------------------------------------------------------------
-    @staticmethod
-    def _retrying(work: Callable[[], T]) -> T:
-        """Runs one whole write transaction, again after a deadlock/serialization failure."""
-        for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
-            try:
-                return work()
-            except pw.DatabaseError as exc:
-                if attempt == TRANSACTION_ATTEMPTS or not is_retryable(exc):
-                    raise
-                time.sleep(0.005 * 2**attempt)  # back off so the winner can commit
-        raise AssertionError("unreachable")
+    # Runs one whole write transaction, again after a deadlock/serialization failure.
+    _retrying = staticmethod(retry_transaction)
 
     @staticmethod
     def _model(name: str) -> RegisteredModel:
         check.model_name(name)
-        model = RegisteredModel.get_or_none(RegisteredModel.name == name)
-        if model is None:
-            raise NotFound(
-                f"registered model '{name}' not found",
-                reason="REGISTERED_MODEL_NOT_FOUND",
-                metadata={"name": name},
-            )
-        return model
+        found = sql.MODEL_BY_NAME.one(name=name)
+        if found is None:
+            raise _no_model(name)
+        return instance(RegisteredModel, sql.MODEL_COLUMNS, found)
 
     @classmethod
     def _lock_model(cls, name: str) -> RegisteredModel:
         """Takes the model's row lock (first statement of the transaction), bumps its
-        last-updated time and returns the row. (Not ``UPDATE``'s row count: MariaDB reports
-        0 for a row whose values did not change, e.g. twice in one millisecond.)"""
+        last-updated time and returns the row: one ``UPDATE ... RETURNING`` where the database
+        has it, else ``SELECT ... FOR UPDATE`` and the update. (Not ``UPDATE``'s row count:
+        MariaDB reports 0 for a row whose values did not change, e.g. twice in one millisecond.)"""
         check.model_name(name)
-        query = RegisteredModel.select().where(RegisteredModel.name == name)
-        model = (query if is_sqlite() else query.for_update()).first()  # SQLite: BEGIN IMMEDIATE locked
-        if model is None:
-            raise NotFound(
-                f"registered model '{name}' not found",
-                reason="REGISTERED_MODEL_NOT_FOUND",
-                metadata={"name": name},
-            )
-        model.last_updated_time = now_ms()
-        RegisteredModel.update(last_updated_time=model.last_updated_time).where(
-            RegisteredModel.id == model.id
-        ).execute()
+        now = now_ms()
+        if update_returning():
+            found = sql.LOCK_MODEL.one(now=now, name=name)
+            if found is None:
+                raise _no_model(name)
+            return instance(RegisteredModel, sql.MODEL_COLUMNS, found)
+        found = sql.MODEL_FOR_UPDATE.one(name=name)
+        if found is None:
+            raise _no_model(name)
+        model = instance(RegisteredModel, sql.MODEL_COLUMNS, found)
+        model.last_updated_time = now
+        sql.TOUCH_MODEL.execute(now=now, id=model.id)
         return model
 
     @staticmethod
     def _version(model: RegisteredModel, version: int) -> ModelVersion:
         check.version_number(version)
-        row = ModelVersion.get_or_none((ModelVersion.model == model.id) & (ModelVersion.version == version))
-        if row is None:
+        found = sql.VERSION.one(model=model.id, version=version)
+        if found is None:
             raise NotFound(
                 f"version {version} of registered model '{model.name}' not found",
                 reason="MODEL_VERSION_NOT_FOUND",
                 metadata={"name": model.name, "version": version},
             )
-        return row
+        return instance(ModelVersion, sql.VERSION_COLUMNS, found)
 
     def _snapshot_uri(self, model_id: int, version: int | None = None) -> str:
         base = f"{self.app.artifact_store.root_uri.rstrip('/')}/{REGISTRY_FOLDER}/{model_id}"
@@ -273,8 +236,32 @@ class RegistryStore:
             for r in rows
         ]
 
-    def _version_record(self, model: RegisteredModel, row: ModelVersion) -> VersionRecord:
-        return self._version_records([row], {model.id: model.name})[0]
+    @staticmethod
+    def _version_record(
+        model: RegisteredModel, row: ModelVersion, tags: Mapping[str, str] | None = None
+    ) -> VersionRecord:
+        """The record of one version (the hot path of every write and get: two small prepared
+        reads, or none for the tags when the caller knows them)."""
+        if tags is None:
+            tags = dict(sql.VERSION_TAGS.all(id=row.id))
+        aliases = [alias for (alias,) in sql.VERSION_ALIASES.all(model=model.id, version=row.version)]
+        return VersionRecord(
+            name=model.name,
+            version=row.version,
+            creation_time=row.creation_time,
+            last_updated_time=row.last_updated_time,
+            user_id=row.user_id,
+            current_stage=row.current_stage,
+            description=row.description,
+            source=row.source,
+            run_id=row.run_id,
+            run_link=row.run_link,
+            status=row.status,
+            status_message=row.status_message,
+            storage_location=row.storage_location,
+            tags=dict(tags),
+            aliases=aliases,
+        )
 
     @staticmethod
     def _latest_rows(
@@ -334,6 +321,7 @@ class RegistryStore:
         by_model: dict[str, list[VersionRecord]] = defaultdict(list)
         for rec in latest_records:
             by_model[rec.name].append(rec)
+        protected = approvals.approval_required_stages(ids)
         return [
             ModelRecord(
                 name=m.name,
@@ -343,18 +331,23 @@ class RegistryStore:
                 tags=tags.get(m.id, {}),
                 aliases=aliases.get(m.id, {}),
                 latest_versions=by_model.get(m.name, []),
+                approval_required_stages=protected.get(m.id, []),
             )
             for m in models
         ]
 
-    def _record_event(self, model: RegisteredModel, event_type: str, actor: str, **fields: Any) -> None:
-        ModelHistoryEvent.insert(
-            model=model.id,
-            event_type=event_type,
-            actor=check.bounded(actor, check.MAX_USER, "user", "user_id"),
-            timestamp=now_ms(),
-            **fields,
-        ).execute()
+    def _record_event(self, model: RegisteredModel, event_type: str, actor: str, **fields: Any) -> int:
+        """Appends one history row; returns its id."""
+        return sql.INSERT_EVENT.insert(
+            **{
+                **sql.EVENT_DEFAULTS,
+                **fields,
+                "model": model.id,
+                "event_type": event_type,
+                "actor": check.bounded(actor, check.MAX_USER, "user", "user_id"),
+                "timestamp": now_ms(),
+            }
+        )
 
     # ---- registered models ------------------------------------------------------------------
     def create_registered_model(
@@ -476,11 +469,11 @@ class RegistryStore:
         node = parse_and_validate(filter_text, REGISTERED_MODELS_SCHEMA)
         keys = parse_order_by(list(order_by), REGISTERED_MODELS_SCHEMA)
         size = pagination.page_size(page_size, *MODELS_PAGE)
-        columns = _ordering(keys, _MODEL_COLUMNS, [OrderKey("attribute", "name")], RegisteredModel.id)
+        columns = _ordering(keys, MODEL_ATTRIBUTE_COLUMNS, [OrderKey("attribute", "name")], RegisteredModel.id)
         fp = pagination.fingerprint("models", filter_text, list(order_by))
         cursor = pagination.decode_token(page_token, fp)
         query = RegisteredModel.select()
-        condition = _compile(node, _MODEL_COLUMNS, RegisteredModelTag, "model", RegisteredModel.id)
+        condition = _compile(node, MODEL_ATTRIBUTE_COLUMNS, RegisteredModelTag.model, RegisteredModel.id)
         if condition is not None:
             query = query.where(condition)
         readable = visibility.readable_condition("model", RegisteredModel.id)
@@ -538,46 +531,37 @@ class RegistryStore:
         def work() -> tuple[ModelVersion, bool]:
             try:
                 with write_transaction():
-                    # The row lock; also bumps the model's last-updated time.
-                    touched = (
-                        RegisteredModel.update(
-                            last_version=RegisteredModel.last_version + 1, last_updated_time=now_ms()
-                        )
-                        .where(RegisteredModel.id == model.id)
-                        .execute()
-                    )
-                    if not touched:
+                    # The row lock (the first statement), the number and the model's
+                    # last-updated time in one statement where the database has RETURNING.
+                    number = self._next_number(model.id)
+                    if number is None:
                         raise NotFound(
                             f"registered model '{name}' was deleted during the registration",
                             reason="REGISTERED_MODEL_NOT_FOUND",
                             metadata={"name": name},
                         )
                     if request_id:
-                        earlier = ModelVersion.get_or_none(
-                            (ModelVersion.model == model.id) & (ModelVersion.request_id == request_id)
-                        )
+                        earlier = self._row_by_request_id(model, request_id)
                         if earlier is not None:
                             raise _Duplicate(earlier)  # rolls the increment back: no gap
-                    number = (
-                        RegisteredModel.select(RegisteredModel.last_version)
-                        .where(RegisteredModel.id == model.id)
-                        .scalar()
-                    )
                     now = now_ms()
-                    row = ModelVersion.create(
-                        model=model.id,
-                        version=number,
-                        creation_time=now,
-                        last_updated_time=now,
-                        user_id=user_id,
-                        description=description,
-                        source=source,
-                        run_id=run_id,
-                        run_link=run_link,
-                        status=PENDING_REGISTRATION,
-                        storage_location=self._snapshot_uri(model.id, number),
-                        request_id=request_id or None,
-                    )
+                    values: dict[str, Any] = {
+                        "model": model.id,
+                        "version": number,
+                        "creation_time": now,
+                        "last_updated_time": now,
+                        "user_id": user_id,
+                        "current_stage": "None",
+                        "description": description,
+                        "source": source,
+                        "run_id": run_id,
+                        "run_link": run_link,
+                        "status": PENDING_REGISTRATION,
+                        "status_message": "",
+                        "storage_location": self._snapshot_uri(model.id, number),
+                        "request_id": request_id or None,
+                    }
+                    row = ModelVersion(__no_default__=True, id=sql.INSERT_VERSION.insert(**values), **values)
                     recorder.note(resource_id=f"{name}/{number}")
                     if tag_map:
                         ModelVersionTag.insert_many(
@@ -590,22 +574,38 @@ class RegistryStore:
                 if is_retryable(exc) or not request_id:
                     raise
                 # A concurrent registration with the same request id committed first.
-                winner = ModelVersion.get_or_none(
-                    (ModelVersion.model == model.id) & (ModelVersion.request_id == request_id)
-                )
+                winner = self._row_by_request_id(model, request_id)
                 if winner is None:
                     raise
                 return winner, False
 
         row, created = self._retrying(work)
-        if created:
-            row = self._snapshot(row, src_uri)
-        return self._version_record(model, row)
+        if not created:
+            return self._version_record(model, row)
+        self._snapshot(row, src_uri)
+        # The record of what was just written, without reading the row (or absent tags) back.
+        return self._version_record(model, row, tags=None if tag_map else {})
+
+    @staticmethod
+    def _next_number(model_id: int) -> int | None:
+        """Hands out the model's next version number under its row lock (the transaction's
+        first statement); None when the model is gone."""
+        now = now_ms()
+        if update_returning():
+            found = sql.NEXT_NUMBER.one(now=now, id=model_id)
+            return None if found is None else int(found[0])
+        if not sql.BUMP_NUMBER.count(now=now, id=model_id):
+            return None
+        found = sql.LAST_NUMBER.one(id=model_id)
+        return None if found is None else int(found[0])
+
+    @staticmethod
+    def _row_by_request_id(model: RegisteredModel, request_id: str) -> ModelVersion | None:
+        found = sql.VERSION_BY_REQUEST_ID.one(model=model.id, request_id=request_id)
+        return None if found is None else instance(ModelVersion, sql.VERSION_COLUMNS, found)
 
     def _by_request_id(self, model: RegisteredModel, request_id: str) -> VersionRecord | None:
-        row = ModelVersion.get_or_none(
-            (ModelVersion.model == model.id) & (ModelVersion.request_id == request_id)
-        )
+        row = self._row_by_request_id(model, request_id)
         return self._version_record(model, row) if row is not None else None
 
     def _resolve_source(self, source: str) -> str:
@@ -648,14 +648,14 @@ class RegistryStore:
     def _mark(self, row: ModelVersion, status: str, message: str) -> None:
         """Records how a registration ended."""
 
+        now = now_ms()
+
         def mark() -> None:
             with write_transaction():
-                ModelVersion.update(status=status, status_message=message, last_updated_time=now_ms()).where(
-                    ModelVersion.id == row.id
-                ).execute()
+                sql.SET_STATUS.execute(status=status, status_message=message, now=now, id=row.id)
 
         self._retrying(mark)
-        row.status, row.status_message = status, message
+        row.status, row.status_message, row.last_updated_time = status, message, now
 
     def sweep_registrations(self, stale_after_ms: int, limit: int = 100) -> tuple[int, int]:
         """Finishes the versions a server left PENDING_REGISTRATION when it died mid-snapshot
@@ -768,13 +768,13 @@ class RegistryStore:
         keys = parse_order_by(list(order_by), MODEL_VERSIONS_SCHEMA)
         size = pagination.page_size(page_size, *VERSIONS_PAGE)
         default = [OrderKey("attribute", "name"), OrderKey("attribute", "version_number", ascending=False)]
-        columns = _ordering(keys, _VERSION_COLUMNS, default, ModelVersion.id)
+        columns = _ordering(keys, VERSION_ATTRIBUTE_COLUMNS, default, ModelVersion.id)
         fp = pagination.fingerprint("versions", filter_text, list(order_by))
         cursor = pagination.decode_token(page_token, fp)
         query = ModelVersion.select(ModelVersion, RegisteredModel.id, RegisteredModel.name).join(
             RegisteredModel
         )
-        condition = _compile(node, _VERSION_COLUMNS, ModelVersionTag, "model_version", ModelVersion.id)
+        condition = _compile(node, VERSION_ATTRIBUTE_COLUMNS, ModelVersionTag.model_version, ModelVersion.id)
         if condition is not None:
             query = query.where(condition)
         readable = visibility.readable_condition("model", ModelVersion.model)
@@ -838,42 +838,57 @@ class RegistryStore:
                 # in the target stage when they all archive the existing ones.
                 model = self._lock_model(name)
                 row = self._version(model, version)
-                if target in ("Staging", "Production") and row.status != READY:
-                    raise FailedPrecondition(
-                        f"version {version} of registered model '{name}' is {row.status}, not READY: "
-                        f"it cannot move to {target}",
-                        reason="MODEL_VERSION_NOT_READY",
-                        metadata={"name": name, "version": version, "status": row.status},
-                    )
-                now = now_ms()
-                moves: list[tuple[ModelVersion, str]] = []
-                if row.current_stage != target:
-                    moves.append((row, target))
-                if archive_existing_versions:
-                    others = ModelVersion.select().where(
-                        (ModelVersion.model == model.id)
-                        & (ModelVersion.current_stage == target)
-                        & (ModelVersion.id != row.id)
-                    )
-                    moves.extend((other, "Archived") for other in others)
-                archived = [f"version {m.version} stage={m.current_stage}" for m, _ in moves if m is not row]
-                recorder.note(before="; ".join([f"stage={row.current_stage}", *archived]))
-                for moved, to_stage in moves:
-                    ModelVersion.update(current_stage=to_stage, last_updated_time=now).where(
-                        ModelVersion.id == moved.id
-                    ).execute()
-                    self._record_event(
-                        model,
-                        STAGE_TRANSITION,
-                        actor,
-                        version=moved.version,
-                        from_stage=moved.current_stage,
-                        to_stage=to_stage,
-                    )
+                approvals.refuse_direct_transition(model, row.version, target)
+                recorder.note(
+                    before=self._apply_transition(model, row, target, archive_existing_versions, actor)
+                )
                 return model
 
         model = self._retrying(work)
         return self.get_model_version(model.name, version)
+
+    def _apply_transition(
+        self,
+        model: RegisteredModel,
+        row: ModelVersion,
+        target: str,
+        archive_existing_versions: bool,
+        actor: str,
+    ) -> str:
+        """Moves ``row`` to ``target`` (archiving the other versions there when asked) and records
+        the history, under the model lock the caller holds; returns the audit summary of the
+        state before. The one home of a stage change: direct transitions and approved transition
+        requests (``approvals.py``) both make theirs here."""
+        if target in ("Staging", "Production") and row.status != READY:
+            raise FailedPrecondition(
+                f"version {row.version} of registered model '{model.name}' is {row.status}, not READY: "
+                f"it cannot move to {target}",
+                reason="MODEL_VERSION_NOT_READY",
+                metadata={"name": model.name, "version": row.version, "status": row.status},
+            )
+        now = now_ms()
+        moves: list[tuple[ModelVersion, str]] = []
+        if row.current_stage != target:
+            moves.append((row, target))
+        if archive_existing_versions:
+            others = ModelVersion.select().where(
+                (ModelVersion.model == model.id)
+                & (ModelVersion.current_stage == target)
+                & (ModelVersion.id != row.id)
+            )
+            moves.extend((other, "Archived") for other in others)
+        archived = [f"version {m.version} stage={m.current_stage}" for m, _ in moves if m is not row]
+        for moved, to_stage in moves:
+            sql.SET_STAGE.execute(stage=to_stage, now=now, id=moved.id)
+            self._record_event(
+                model,
+                STAGE_TRANSITION,
+                actor,
+                version=moved.version,
+                from_stage=moved.current_stage,
+                to_stage=to_stage,
+            )
+        return "; ".join([f"stage={row.current_stage}", *archived])
 
     def get_latest_versions(self, name: str, stages: Sequence[str] = ()) -> list[VersionRecord]:
         wanted = [check.stage(s, field="stages") for s in stages] or list(STAGES)
@@ -905,10 +920,8 @@ class RegistryStore:
                         reason="MODEL_VERSION_NOT_READY",
                         metadata={"name": name, "version": version, "status": row.status},
                     )
-                current = RegisteredModelAlias.get_or_none(
-                    (RegisteredModelAlias.model == model.id) & (RegisteredModelAlias.alias == alias)
-                )
-                now_at = current.version if current is not None else 0
+                current = sql.ALIAS_VERSION.one(model=model.id, alias=alias)
+                now_at = int(current[0]) if current is not None else 0
                 recorder.note(before=f"alias {alias} -> version {now_at}" if now_at else "unset")
                 if expected_version is not None and expected_version != now_at:
                     where = f"points at version {now_at}" if now_at else "does not exist"
@@ -925,11 +938,9 @@ class RegistryStore:
                 if now_at == version:
                     return model  # already there: nothing moved, nothing to record
                 if current is None:
-                    RegisteredModelAlias.insert(model=model.id, alias=alias, version=version).execute()
+                    sql.INSERT_ALIAS.execute(model=model.id, alias=alias, version=version)
                 else:
-                    RegisteredModelAlias.update(version=version).where(
-                        (RegisteredModelAlias.model == model.id) & (RegisteredModelAlias.alias == alias)
-                    ).execute()
+                    sql.MOVE_ALIAS.execute(model=model.id, alias=alias, version=version)
                 self._record_event(model, ALIAS_SET, actor, alias=alias, version=version, from_version=now_at)
                 return model
 
@@ -940,46 +951,31 @@ class RegistryStore:
         check.alias(alias)
         with write_transaction():
             model = self._lock_model(name)
-            current = RegisteredModelAlias.get_or_none(
-                (RegisteredModelAlias.model == model.id) & (RegisteredModelAlias.alias == alias)
-            )
+            current = sql.ALIAS_VERSION.one(model=model.id, alias=alias)
             if current is None:
                 raise _no_alias(name, alias)
-            recorder.note(before=f"alias {alias} -> version {current.version}")
-            RegisteredModelAlias.delete().where(
-                (RegisteredModelAlias.model == model.id) & (RegisteredModelAlias.alias == alias)
-            ).execute()
-            self._record_event(
-                model, ALIAS_DELETED, actor, alias=alias, from_version=current.version, version=0
-            )
+            from_version = int(current[0])
+            recorder.note(before=f"alias {alias} -> version {from_version}")
+            sql.DELETE_ALIAS.execute(model=model.id, alias=alias)
+            self._record_event(model, ALIAS_DELETED, actor, alias=alias, from_version=from_version, version=0)
 
     def get_model_version_by_alias(self, name: str, alias: str) -> VersionRecord:
         check.alias(alias)
         model = self._model(name)
-        current = RegisteredModelAlias.get_or_none(
-            (RegisteredModelAlias.model == model.id) & (RegisteredModelAlias.alias == alias)
-        )
+        current = sql.ALIAS_VERSION.one(model=model.id, alias=alias)
         if current is None:
             raise _no_alias(name, alias)
-        return self._version_record(model, self._version(model, current.version))
+        return self._version_record(model, self._version(model, int(current[0])))
 
     # ---- history -----------------------------------------------------------------------------
     def list_model_history(self, name: str, page_size: int, page_token: str) -> Page[HistoryRecord]:
         size = pagination.page_size(page_size, *HISTORY_PAGE)
         model = self._model(name)
         fp = pagination.fingerprint("history", model.id)
-        cursor = pagination.decode_token(page_token, fp)
         query = ModelHistoryEvent.select().where(ModelHistoryEvent.model == model.id)
-        if cursor is not None:
-            if len(cursor) != 1 or not isinstance(cursor[0], int):
-                raise InvalidArgument(
-                    "page_token is malformed: pass the next_page_token of a previous response unchanged",
-                    reason="INVALID_PAGE_TOKEN",
-                    field="page_token",
-                )
-            query = query.where(ModelHistoryEvent.id < cursor[0])
-        rows = list(query.order_by(ModelHistoryEvent.id.desc()).limit(size + 1))
+        rows = list(querying.id_page(query, ModelHistoryEvent.id, page_token, fp, size, newest_first=True))
         rows, token = pagination.trim(rows, size, lambda last: [last.id], fp)
+        notes = approvals.history_notes([r.id for r in rows])
         return Page(
             [
                 HistoryRecord(
@@ -992,6 +988,8 @@ class RegistryStore:
                     from_version=r.from_version,
                     actor=r.actor,
                     timestamp=r.timestamp,
+                    transition_request_id=notes[r.id].transition_request_id if r.id in notes else "",
+                    comment=notes[r.id].comment if r.id in notes else "",
                 )
                 for r in rows
             ],
@@ -1028,6 +1026,14 @@ class _Duplicate(Exception):
     def __init__(self, row: ModelVersion) -> None:
         super().__init__("duplicate request id")
         self.row = row
+
+
+def _no_model(name: str) -> KeelError:
+    return NotFound(
+        f"registered model '{name}' not found",
+        reason="REGISTERED_MODEL_NOT_FOUND",
+        metadata={"name": name},
+    )
 
 
 def _no_alias(name: str, alias: str) -> KeelError:

@@ -22,6 +22,8 @@ from keel.registry.v1 import registry_pb2 as rpb
 from keel.tracking.v1 import tracking_pb2 as tpb
 from keel_server.auth import policy
 
+REVIEWER = "reviewer"  # decides the transition requests the admin makes
+
 
 @pytest.fixture()
 def admin(db_url: str, tmp_path: Path) -> Iterator[Session]:
@@ -62,6 +64,13 @@ def call_every_mutating_rpc(s: Session) -> None:
     r("TransitionModelVersionStage", rpb.TransitionModelVersionStageRequest(name="m", version=1, stage="Staging"))
     r("SetRegisteredModelAlias", rpb.SetRegisteredModelAliasRequest(name="m", alias="champion", version=1))
     r("DeleteRegisteredModelAlias", rpb.DeleteRegisteredModelAliasRequest(name="m", alias="champion"))
+    # Review and approval: a requester cannot decide its own request, so a reviewer approves.
+    r("SetRegisteredModelPolicy", rpb.SetRegisteredModelPolicyRequest(name="m", policy=rpb.RegisteredModelPolicy(approval_required_stages=["Production"])))
+    a("CreateUser", pb.CreateUserRequest(name=REVIEWER, admin=True))
+    reviewer = Session(s.channel, a("CreateToken", pb.CreateTokenRequest(user=REVIEWER)).secret)
+    for decide in ("RejectTransitionRequest", "CancelTransitionRequest", "ApproveTransitionRequest"):
+        asked = r("CreateTransitionRequest", rpb.CreateTransitionRequestRequest(name="m", version=1, stage="Production"))
+        reviewer.r(decide, getattr(rpb, f"{decide}Request")(id=asked.id))
     s.call(s.inference, "CreateDeployment", ipb.CreateDeploymentRequest(name="dep", model_uri="models:/m/1"))
     s.call(s.inference, "DeleteDeployment", ipb.DeleteDeploymentRequest(name="dep"))
     r("RenameRegisteredModel", rpb.RenameRegisteredModelRequest(name="m", new_name="m2"))
@@ -104,7 +113,7 @@ def test_every_mutating_rpc_leaves_an_event(admin: Session) -> None:
     assert mutating - audited == set(), "state-changing RPCs without an audit event"
     # Only changes are recorded (reads such as ResolveArtifactUri leave nothing).
     assert audited <= mutating
-    assert all(e.actor == "admin" and e.request_id and e.peer and e.time > 0 for e in events)
+    assert all(e.actor in ("admin", REVIEWER) and e.request_id and e.peer and e.time > 0 for e in events)
     transition = next(e for e in events if e.method == "TransitionModelVersionStage")
     assert (transition.resource_type, transition.resource_id) == ("model_version", "m/1")
     assert "Staging" in transition.after

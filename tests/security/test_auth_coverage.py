@@ -22,7 +22,7 @@ STUB_MODULES = [
 # Verbs that change state: an RPC named with one must be audited, every other must not be.
 MUTATING_VERBS = (
     "Create", "Update", "Delete", "Set", "Log", "Rename", "Restore", "Transition", "Upload", "Copy",
-    "Grant", "Revoke", "Add", "Remove", "Disable", "GetOrCreate",
+    "Grant", "Revoke", "Add", "Remove", "Disable", "GetOrCreate", "Approve", "Reject", "Cancel",
 )  # fmt: skip
 # The request field type each kind of need resolves (a string unless listed).
 NEED_FIELD_TYPES = {policy.ARTIFACT_REF: "ArtifactRef", policy.GRANT_RESOURCE: "Resource"}

@@ -17,9 +17,15 @@ import peewee as pw
 
 from keel_server.common.db import SchemaVersion, db, now_ms
 
-from . import m0001_initial, m0002_serving, m0003_client_requests, m0004_auth_audit
+from . import m0001_initial, m0002_serving, m0003_client_requests, m0004_auth_audit, m0005_approvals
 
-MIGRATIONS: list[ModuleType] = [m0001_initial, m0002_serving, m0003_client_requests, m0004_auth_audit]
+MIGRATIONS: list[ModuleType] = [
+    m0001_initial,
+    m0002_serving,
+    m0003_client_requests,
+    m0004_auth_audit,
+    m0005_approvals,
+]
 LATEST_VERSION = MIGRATIONS[-1].NUMBER
 
 log = logging.getLogger("keel.migrations")

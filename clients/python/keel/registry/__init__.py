@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from keel.exceptions import AlreadyExists
-from keel.registry.entities import ModelHistoryEvent, ModelVersion, RegisteredModel
+from keel.registry.entities import ModelHistoryEvent, ModelVersion, RegisteredModel, TransitionRequest
 from keel.shared.uris import is_runs_uri, parse_runs_uri
 
 log = logging.getLogger("keel.registry")
@@ -48,4 +48,4 @@ def register_model(
     return version
 
 
-__all__ = ["ModelHistoryEvent", "ModelVersion", "RegisteredModel", "register_model"]
+__all__ = ["ModelHistoryEvent", "ModelVersion", "RegisteredModel", "TransitionRequest", "register_model"]

@@ -26,6 +26,7 @@ METRIC_HISTORY = PageLimits(25_000, 25_000)
 REGISTERED_MODELS = PageLimits(100, 1000)
 MODEL_VERSIONS = PageLimits(100, 10_000)
 MODEL_HISTORY = PageLimits(100, 1000)
+TRANSITION_REQUESTS = PageLimits(100, 1000)
 # keel.artifacts.v1
 LIST_ARTIFACTS = PageLimits(1000, 10_000)
 # keel.auth.v1 (ListUsers, ListGroups) and keel.audit.v1 (ListEvents)

@@ -69,6 +69,14 @@ class _ModelHistoryEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[
     """An alias was set or moved."""
     MODEL_HISTORY_EVENT_TYPE_ALIAS_DELETED: _ModelHistoryEventType.ValueType  # 3
     """An alias was deleted."""
+    MODEL_HISTORY_EVENT_TYPE_TRANSITION_REQUESTED: _ModelHistoryEventType.ValueType  # 4
+    """A transition request was made (to_stage: the stage asked for)."""
+    MODEL_HISTORY_EVENT_TYPE_TRANSITION_APPROVED: _ModelHistoryEventType.ValueType  # 5
+    """A transition request was approved (its stage change follows as a STAGE_TRANSITION event)."""
+    MODEL_HISTORY_EVENT_TYPE_TRANSITION_REJECTED: _ModelHistoryEventType.ValueType  # 6
+    """A transition request was rejected."""
+    MODEL_HISTORY_EVENT_TYPE_TRANSITION_CANCELLED: _ModelHistoryEventType.ValueType  # 7
+    """A transition request was cancelled."""
 
 class ModelHistoryEventType(_ModelHistoryEventType, metaclass=_ModelHistoryEventTypeEnumTypeWrapper):
     """Kind of a history event."""
@@ -81,7 +89,47 @@ MODEL_HISTORY_EVENT_TYPE_ALIAS_SET: ModelHistoryEventType.ValueType  # 2
 """An alias was set or moved."""
 MODEL_HISTORY_EVENT_TYPE_ALIAS_DELETED: ModelHistoryEventType.ValueType  # 3
 """An alias was deleted."""
+MODEL_HISTORY_EVENT_TYPE_TRANSITION_REQUESTED: ModelHistoryEventType.ValueType  # 4
+"""A transition request was made (to_stage: the stage asked for)."""
+MODEL_HISTORY_EVENT_TYPE_TRANSITION_APPROVED: ModelHistoryEventType.ValueType  # 5
+"""A transition request was approved (its stage change follows as a STAGE_TRANSITION event)."""
+MODEL_HISTORY_EVENT_TYPE_TRANSITION_REJECTED: ModelHistoryEventType.ValueType  # 6
+"""A transition request was rejected."""
+MODEL_HISTORY_EVENT_TYPE_TRANSITION_CANCELLED: ModelHistoryEventType.ValueType  # 7
+"""A transition request was cancelled."""
 Global___ModelHistoryEventType: _TypeAlias = ModelHistoryEventType  # noqa: Y015
+
+class _TransitionRequestStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TransitionRequestStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TransitionRequestStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TRANSITION_REQUEST_STATUS_UNSPECIFIED: _TransitionRequestStatus.ValueType  # 0
+    """Not set (in ListTransitionRequests: every status)."""
+    TRANSITION_REQUEST_STATUS_PENDING: _TransitionRequestStatus.ValueType  # 1
+    """Waiting for a decision."""
+    TRANSITION_REQUEST_STATUS_APPROVED: _TransitionRequestStatus.ValueType  # 2
+    """Approved; the version was moved."""
+    TRANSITION_REQUEST_STATUS_REJECTED: _TransitionRequestStatus.ValueType  # 3
+    """Rejected; nothing moved."""
+    TRANSITION_REQUEST_STATUS_CANCELLED: _TransitionRequestStatus.ValueType  # 4
+    """Withdrawn; nothing moved."""
+
+class TransitionRequestStatus(_TransitionRequestStatus, metaclass=_TransitionRequestStatusEnumTypeWrapper):
+    """What became of a transition request."""
+
+TRANSITION_REQUEST_STATUS_UNSPECIFIED: TransitionRequestStatus.ValueType  # 0
+"""Not set (in ListTransitionRequests: every status)."""
+TRANSITION_REQUEST_STATUS_PENDING: TransitionRequestStatus.ValueType  # 1
+"""Waiting for a decision."""
+TRANSITION_REQUEST_STATUS_APPROVED: TransitionRequestStatus.ValueType  # 2
+"""Approved; the version was moved."""
+TRANSITION_REQUEST_STATUS_REJECTED: TransitionRequestStatus.ValueType  # 3
+"""Rejected; nothing moved."""
+TRANSITION_REQUEST_STATUS_CANCELLED: TransitionRequestStatus.ValueType  # 4
+"""Withdrawn; nothing moved."""
+Global___TransitionRequestStatus: _TypeAlias = TransitionRequestStatus  # noqa: Y015
 
 @_typing.final
 class RegisteredModel(_message.Message):
@@ -96,6 +144,7 @@ class RegisteredModel(_message.Message):
     LATEST_VERSIONS_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
     ALIASES_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Unique name, 1..256 characters."""
     creation_timestamp: _builtins.int
@@ -116,6 +165,10 @@ class RegisteredModel(_message.Message):
     def aliases(self) -> _containers.RepeatedCompositeFieldContainer[Global___RegisteredModelAlias]:
         """Aliases of the model's versions."""
 
+    @_builtins.property
+    def policy(self) -> Global___RegisteredModelPolicy:
+        """The rules promotions of this model follow (SetRegisteredModelPolicy)."""
+
     def __init__(
         self,
         *,
@@ -126,14 +179,113 @@ class RegisteredModel(_message.Message):
         latest_versions: _abc.Iterable[Global___ModelVersion] | None = ...,
         tags: _abc.Iterable[Global___RegisteredModelTag] | None = ...,
         aliases: _abc.Iterable[Global___RegisteredModelAlias] | None = ...,
+        policy: Global___RegisteredModelPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "creation_timestamp", b"creation_timestamp", "description", b"description", "last_updated_timestamp", b"last_updated_timestamp", "latest_versions", b"latest_versions", "name", b"name", "tags", b"tags"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "creation_timestamp", b"creation_timestamp", "description", b"description", "last_updated_timestamp", b"last_updated_timestamp", "latest_versions", b"latest_versions", "name", b"name", "policy", b"policy", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RegisteredModel: _TypeAlias = RegisteredModel  # noqa: Y015
+
+@_typing.final
+class RegisteredModelPolicy(_message.Message):
+    """The rules a registered model's promotions follow."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPROVAL_REQUIRED_STAGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def approval_required_stages(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Stages a version may enter only through an approved transition request: `Staging` and/or
+        `Production` (canonical spelling, in that order). Empty: every transition is direct.
+        """
+
+    def __init__(
+        self,
+        *,
+        approval_required_stages: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_required_stages", b"approval_required_stages"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisteredModelPolicy: _TypeAlias = RegisteredModelPolicy  # noqa: Y015
+
+@_typing.final
+class TransitionRequest(_message.Message):
+    """A request to move a version to a stage, and what became of it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
+    ARCHIVE_EXISTING_VERSIONS_FIELD_NUMBER: _builtins.int
+    REQUESTER_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CREATION_TIMESTAMP_FIELD_NUMBER: _builtins.int
+    DECISION_TIMESTAMP_FIELD_NUMBER: _builtins.int
+    DECIDED_BY_FIELD_NUMBER: _builtins.int
+    DECISION_COMMENT_FIELD_NUMBER: _builtins.int
+    FROM_STAGE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The request's id (decimal digits), unique on the server."""
+    name: _builtins.str
+    """The registered model's name (at the time of the reading)."""
+    version: _builtins.int
+    """The version to move."""
+    stage: _builtins.str
+    """The stage asked for (canonical spelling)."""
+    archive_existing_versions: _builtins.bool
+    """Archive every other version in `stage` when the request is approved."""
+    requester: _builtins.str
+    """Who asked: the authenticated identity with auth on, else the `x-keel-user` metadata."""
+    comment: _builtins.str
+    """The requester's comment."""
+    status: Global___TransitionRequestStatus.ValueType
+    """PENDING, then APPROVED, REJECTED or CANCELLED."""
+    creation_timestamp: _builtins.int
+    """When it was made, ms since epoch."""
+    decision_timestamp: _builtins.int
+    """When it was approved, rejected or cancelled, ms since epoch; 0 while pending."""
+    decided_by: _builtins.str
+    """Who approved, rejected or cancelled it; empty while pending."""
+    decision_comment: _builtins.str
+    """Their comment."""
+    from_stage: _builtins.str
+    """The version's stage when the request was made. Approval requires it to be unchanged
+    (ABORTED otherwise: the request was about a version that has moved since).
+    """
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        version: _builtins.int = ...,
+        stage: _builtins.str = ...,
+        archive_existing_versions: _builtins.bool = ...,
+        requester: _builtins.str = ...,
+        comment: _builtins.str = ...,
+        status: Global___TransitionRequestStatus.ValueType = ...,
+        creation_timestamp: _builtins.int = ...,
+        decision_timestamp: _builtins.int = ...,
+        decided_by: _builtins.str = ...,
+        decision_comment: _builtins.str = ...,
+        from_stage: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archive_existing_versions", b"archive_existing_versions", "comment", b"comment", "creation_timestamp", b"creation_timestamp", "decided_by", b"decided_by", "decision_comment", b"decision_comment", "decision_timestamp", b"decision_timestamp", "from_stage", b"from_stage", "id", b"id", "name", b"name", "requester", b"requester", "stage", b"stage", "status", b"status", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransitionRequest: _TypeAlias = TransitionRequest  # noqa: Y015
 
 @_typing.final
 class RegisteredModelTag(_message.Message):
@@ -299,7 +451,7 @@ Global___ModelVersionTag: _TypeAlias = ModelVersionTag  # noqa: Y015
 
 @_typing.final
 class ModelHistoryEvent(_message.Message):
-    """One recorded stage change or alias move."""
+    """One recorded stage change, alias move or transition request event."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -312,6 +464,8 @@ class ModelHistoryEvent(_message.Message):
     FROM_VERSION_FIELD_NUMBER: _builtins.int
     ACTOR_FIELD_NUMBER: _builtins.int
     TIMESTAMP_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    TRANSITION_REQUEST_ID_FIELD_NUMBER: _builtins.int
     event_type: Global___ModelHistoryEventType.ValueType
     """What changed."""
     name: _builtins.str
@@ -321,17 +475,25 @@ class ModelHistoryEvent(_message.Message):
     0 when an alias was deleted.
     """
     from_stage: _builtins.str
-    """Stage before the change (stage events)."""
+    """Stage before the change (stage events); the version's stage when the request was made
+    (transition request events).
+    """
     to_stage: _builtins.str
-    """Stage after the change (stage events)."""
+    """Stage after the change (stage events); the stage asked for (transition request events)."""
     alias: _builtins.str
     """The alias (alias events)."""
     from_version: _builtins.int
     """The version the alias pointed at before; 0 when it did not exist."""
     actor: _builtins.str
-    """Who made the change (from the `x-keel-user` request metadata, else the user id field)."""
+    """Who made the change (from the `x-keel-user` request metadata, else the user id field; the
+    authenticated identity for transition request events with auth on).
+    """
     timestamp: _builtins.int
     """When, ms since epoch."""
+    comment: _builtins.str
+    """The comment of a transition request event (the requester's, or the decider's)."""
+    transition_request_id: _builtins.str
+    """The transition request of a transition request event; empty for other events."""
     def __init__(
         self,
         *,
@@ -344,10 +506,12 @@ class ModelHistoryEvent(_message.Message):
         from_version: _builtins.int = ...,
         actor: _builtins.str = ...,
         timestamp: _builtins.int = ...,
+        comment: _builtins.str = ...,
+        transition_request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "alias", b"alias", "event_type", b"event_type", "from_stage", b"from_stage", "from_version", b"from_version", "name", b"name", "timestamp", b"timestamp", "to_stage", b"to_stage", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "alias", b"alias", "comment", b"comment", "event_type", b"event_type", "from_stage", b"from_stage", "from_version", b"from_version", "name", b"name", "timestamp", b"timestamp", "to_stage", b"to_stage", "transition_request_id", b"transition_request_id", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1171,6 +1335,218 @@ class ListModelHistoryResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListModelHistoryResponse: _TypeAlias = ListModelHistoryResponse  # noqa: Y015
+
+@_typing.final
+class SetRegisteredModelPolicyRequest(_message.Message):
+    """Request for SetRegisteredModelPolicy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The model name."""
+    @_builtins.property
+    def policy(self) -> Global___RegisteredModelPolicy:
+        """The new policy; stages are case-insensitive, only Staging and Production may be listed
+        (INVALID_ARGUMENT otherwise), and a repeated stage counts once. Unset: no requirement.
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        policy: Global___RegisteredModelPolicy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "policy", b"policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRegisteredModelPolicyRequest: _TypeAlias = SetRegisteredModelPolicyRequest  # noqa: Y015
+
+@_typing.final
+class CreateTransitionRequestRequest(_message.Message):
+    """Request for CreateTransitionRequest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
+    ARCHIVE_EXISTING_VERSIONS_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The model name."""
+    version: _builtins.int
+    """The version to move."""
+    stage: _builtins.str
+    """Target stage, case-insensitive: None, Staging, Production or Archived."""
+    archive_existing_versions: _builtins.bool
+    """Archive every other version in the target stage on approval (Staging/Production only)."""
+    comment: _builtins.str
+    """Why (<= 10000 characters); shown to reviewers and in the history."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.int = ...,
+        stage: _builtins.str = ...,
+        archive_existing_versions: _builtins.bool = ...,
+        comment: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archive_existing_versions", b"archive_existing_versions", "comment", b"comment", "name", b"name", "stage", b"stage", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateTransitionRequestRequest: _TypeAlias = CreateTransitionRequestRequest  # noqa: Y015
+
+@_typing.final
+class ListTransitionRequestsRequest(_message.Message):
+    """Request for ListTransitionRequests."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The model name."""
+    version: _builtins.int
+    """Only the requests of this version; 0: every version."""
+    status: Global___TransitionRequestStatus.ValueType
+    """Only requests with this status; UNSPECIFIED: every status."""
+    page_size: _builtins.int
+    """Page size: 0 means 100; capped at 1000; negative is INVALID_ARGUMENT."""
+    page_token: _builtins.str
+    """Opaque token from a previous response."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.int = ...,
+        status: Global___TransitionRequestStatus.ValueType = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "page_size", b"page_size", "page_token", b"page_token", "status", b"status", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTransitionRequestsRequest: _TypeAlias = ListTransitionRequestsRequest  # noqa: Y015
+
+@_typing.final
+class ListTransitionRequestsResponse(_message.Message):
+    """Response of ListTransitionRequests."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSITION_REQUESTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty only at the end."""
+    @_builtins.property
+    def transition_requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___TransitionRequest]:
+        """Requests, newest first."""
+
+    def __init__(
+        self,
+        *,
+        transition_requests: _abc.Iterable[Global___TransitionRequest] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "transition_requests", b"transition_requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTransitionRequestsResponse: _TypeAlias = ListTransitionRequestsResponse  # noqa: Y015
+
+@_typing.final
+class ApproveTransitionRequestRequest(_message.Message):
+    """Request for ApproveTransitionRequest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The transition request's id."""
+    comment: _builtins.str
+    """The approver's comment (<= 10000 characters)."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        comment: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApproveTransitionRequestRequest: _TypeAlias = ApproveTransitionRequestRequest  # noqa: Y015
+
+@_typing.final
+class RejectTransitionRequestRequest(_message.Message):
+    """Request for RejectTransitionRequest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The transition request's id."""
+    comment: _builtins.str
+    """Why it is rejected (<= 10000 characters); shown to the requester and in the history."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        comment: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectTransitionRequestRequest: _TypeAlias = RejectTransitionRequestRequest  # noqa: Y015
+
+@_typing.final
+class CancelTransitionRequestRequest(_message.Message):
+    """Request for CancelTransitionRequest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The transition request's id."""
+    comment: _builtins.str
+    """Why it is withdrawn (<= 10000 characters)."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        comment: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelTransitionRequestRequest: _TypeAlias = CancelTransitionRequestRequest  # noqa: Y015
 
 @_typing.final
 class ResolveModelUriRequest(_message.Message):

@@ -146,6 +146,36 @@ class ModelRegistryServiceStub:
                 request_serializer=keel_dot_registry_dot_v1_dot_registry__pb2.ListModelHistoryRequest.SerializeToString,
                 response_deserializer=keel_dot_registry_dot_v1_dot_registry__pb2.ListModelHistoryResponse.FromString,
                 _registered_method=True)
+        self.SetRegisteredModelPolicy = channel.unary_unary(
+                '/keel.registry.v1.ModelRegistryService/SetRegisteredModelPolicy',
+                request_serializer=keel_dot_registry_dot_v1_dot_registry__pb2.SetRegisteredModelPolicyRequest.SerializeToString,
+                response_deserializer=keel_dot_registry_dot_v1_dot_registry__pb2.RegisteredModel.FromString,
+                _registered_method=True)
+        self.CreateTransitionRequest = channel.unary_unary(
+                '/keel.registry.v1.ModelRegistryService/CreateTransitionRequest',
+                request_serializer=keel_dot_registry_dot_v1_dot_registry__pb2.CreateTransitionRequestRequest.SerializeToString,
+                response_deserializer=keel_dot_registry_dot_v1_dot_registry__pb2.TransitionRequest.FromString,
+                _registered_method=True)
+        self.ListTransitionRequests = channel.unary_unary(
+                '/keel.registry.v1.ModelRegistryService/ListTransitionRequests',
+                request_serializer=keel_dot_registry_dot_v1_dot_registry__pb2.ListTransitionRequestsRequest.SerializeToString,
+                response_deserializer=keel_dot_registry_dot_v1_dot_registry__pb2.ListTransitionRequestsResponse.FromString,
+                _registered_method=True)
+        self.ApproveTransitionRequest = channel.unary_unary(
+                '/keel.registry.v1.ModelRegistryService/ApproveTransitionRequest',
+                request_serializer=keel_dot_registry_dot_v1_dot_registry__pb2.ApproveTransitionRequestRequest.SerializeToString,
+                response_deserializer=keel_dot_registry_dot_v1_dot_registry__pb2.TransitionRequest.FromString,
+                _registered_method=True)
+        self.RejectTransitionRequest = channel.unary_unary(
+                '/keel.registry.v1.ModelRegistryService/RejectTransitionRequest',
+                request_serializer=keel_dot_registry_dot_v1_dot_registry__pb2.RejectTransitionRequestRequest.SerializeToString,
+                response_deserializer=keel_dot_registry_dot_v1_dot_registry__pb2.TransitionRequest.FromString,
+                _registered_method=True)
+        self.CancelTransitionRequest = channel.unary_unary(
+                '/keel.registry.v1.ModelRegistryService/CancelTransitionRequest',
+                request_serializer=keel_dot_registry_dot_v1_dot_registry__pb2.CancelTransitionRequestRequest.SerializeToString,
+                response_deserializer=keel_dot_registry_dot_v1_dot_registry__pb2.TransitionRequest.FromString,
+                _registered_method=True)
         self.ResolveModelUri = channel.unary_unary(
                 '/keel.registry.v1.ModelRegistryService/ResolveModelUri',
                 request_serializer=keel_dot_registry_dot_v1_dot_registry__pb2.ResolveModelUriRequest.SerializeToString,
@@ -279,7 +309,9 @@ class ModelRegistryServiceServicer:
     def TransitionModelVersionStage(self, request, context):
         """Moves a version to a stage. With archive_existing_versions, every other version in the
         target stage (Staging or Production only) is archived in the same transaction. Moving a
-        version that is not READY to Staging or Production is FAILED_PRECONDITION.
+        version that is not READY to Staging or Production is FAILED_PRECONDITION. Moving into a
+        stage the model's policy protects is FAILED_PRECONDITION (APPROVAL_REQUIRED): create a
+        transition request and have someone else approve it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -316,7 +348,58 @@ class ModelRegistryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListModelHistory(self, request, context):
-        """Lists the recorded stage changes and alias moves of a model, newest first.
+        """Lists the recorded stage changes, alias moves and transition request events of a model,
+        newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetRegisteredModelPolicy(self, request, context):
+        """Sets (replaces) the model's policy: the stages a version may enter only through an approved
+        transition request. An empty policy lifts every requirement. Returns the model.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateTransitionRequest(self, request, context):
+        """Asks for a version to be moved to a stage. The request is PENDING until someone approves,
+        rejects or cancels it. ALREADY_EXISTS when the version has a pending request for that stage;
+        FAILED_PRECONDITION when the version is already there or (for Staging and Production) not
+        READY.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTransitionRequests(self, request, context):
+        """Lists a model's transition requests, newest first, optionally of one version or status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveTransitionRequest(self, request, context):
+        """Approves a pending request and performs its transition in the same transaction (the stage
+        move, archive_existing_versions if asked, the history). The requester cannot approve their
+        own request (PERMISSION_DENIED, with auth on). ABORTED when the version moved or was deleted
+        since the request was made; FAILED_PRECONDITION when the request is no longer pending.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RejectTransitionRequest(self, request, context):
+        """Rejects a pending request; nothing moves. FAILED_PRECONDITION when it is no longer pending.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelTransitionRequest(self, request, context):
+        """Withdraws a pending request (its requester, or anyone with MANAGE on the model).
+        FAILED_PRECONDITION when it is no longer pending.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -443,6 +526,36 @@ def add_ModelRegistryServiceServicer_to_server(servicer, server):
                     servicer.ListModelHistory,
                     request_deserializer=keel_dot_registry_dot_v1_dot_registry__pb2.ListModelHistoryRequest.FromString,
                     response_serializer=keel_dot_registry_dot_v1_dot_registry__pb2.ListModelHistoryResponse.SerializeToString,
+            ),
+            'SetRegisteredModelPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRegisteredModelPolicy,
+                    request_deserializer=keel_dot_registry_dot_v1_dot_registry__pb2.SetRegisteredModelPolicyRequest.FromString,
+                    response_serializer=keel_dot_registry_dot_v1_dot_registry__pb2.RegisteredModel.SerializeToString,
+            ),
+            'CreateTransitionRequest': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateTransitionRequest,
+                    request_deserializer=keel_dot_registry_dot_v1_dot_registry__pb2.CreateTransitionRequestRequest.FromString,
+                    response_serializer=keel_dot_registry_dot_v1_dot_registry__pb2.TransitionRequest.SerializeToString,
+            ),
+            'ListTransitionRequests': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTransitionRequests,
+                    request_deserializer=keel_dot_registry_dot_v1_dot_registry__pb2.ListTransitionRequestsRequest.FromString,
+                    response_serializer=keel_dot_registry_dot_v1_dot_registry__pb2.ListTransitionRequestsResponse.SerializeToString,
+            ),
+            'ApproveTransitionRequest': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveTransitionRequest,
+                    request_deserializer=keel_dot_registry_dot_v1_dot_registry__pb2.ApproveTransitionRequestRequest.FromString,
+                    response_serializer=keel_dot_registry_dot_v1_dot_registry__pb2.TransitionRequest.SerializeToString,
+            ),
+            'RejectTransitionRequest': grpc.unary_unary_rpc_method_handler(
+                    servicer.RejectTransitionRequest,
+                    request_deserializer=keel_dot_registry_dot_v1_dot_registry__pb2.RejectTransitionRequestRequest.FromString,
+                    response_serializer=keel_dot_registry_dot_v1_dot_registry__pb2.TransitionRequest.SerializeToString,
+            ),
+            'CancelTransitionRequest': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelTransitionRequest,
+                    request_deserializer=keel_dot_registry_dot_v1_dot_registry__pb2.CancelTransitionRequestRequest.FromString,
+                    response_serializer=keel_dot_registry_dot_v1_dot_registry__pb2.TransitionRequest.SerializeToString,
             ),
             'ResolveModelUri': grpc.unary_unary_rpc_method_handler(
                     servicer.ResolveModelUri,
@@ -1045,6 +1158,168 @@ class ModelRegistryService:
             '/keel.registry.v1.ModelRegistryService/ListModelHistory',
             keel_dot_registry_dot_v1_dot_registry__pb2.ListModelHistoryRequest.SerializeToString,
             keel_dot_registry_dot_v1_dot_registry__pb2.ListModelHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRegisteredModelPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keel.registry.v1.ModelRegistryService/SetRegisteredModelPolicy',
+            keel_dot_registry_dot_v1_dot_registry__pb2.SetRegisteredModelPolicyRequest.SerializeToString,
+            keel_dot_registry_dot_v1_dot_registry__pb2.RegisteredModel.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateTransitionRequest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keel.registry.v1.ModelRegistryService/CreateTransitionRequest',
+            keel_dot_registry_dot_v1_dot_registry__pb2.CreateTransitionRequestRequest.SerializeToString,
+            keel_dot_registry_dot_v1_dot_registry__pb2.TransitionRequest.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTransitionRequests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keel.registry.v1.ModelRegistryService/ListTransitionRequests',
+            keel_dot_registry_dot_v1_dot_registry__pb2.ListTransitionRequestsRequest.SerializeToString,
+            keel_dot_registry_dot_v1_dot_registry__pb2.ListTransitionRequestsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveTransitionRequest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keel.registry.v1.ModelRegistryService/ApproveTransitionRequest',
+            keel_dot_registry_dot_v1_dot_registry__pb2.ApproveTransitionRequestRequest.SerializeToString,
+            keel_dot_registry_dot_v1_dot_registry__pb2.TransitionRequest.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RejectTransitionRequest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keel.registry.v1.ModelRegistryService/RejectTransitionRequest',
+            keel_dot_registry_dot_v1_dot_registry__pb2.RejectTransitionRequestRequest.SerializeToString,
+            keel_dot_registry_dot_v1_dot_registry__pb2.TransitionRequest.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelTransitionRequest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keel.registry.v1.ModelRegistryService/CancelTransitionRequest',
+            keel_dot_registry_dot_v1_dot_registry__pb2.CancelTransitionRequestRequest.SerializeToString,
+            keel_dot_registry_dot_v1_dot_registry__pb2.TransitionRequest.FromString,
             options,
             channel_credentials,
             insecure,

@@ -88,7 +88,9 @@ class ModelRegistryServiceStub:
     TransitionModelVersionStage: _grpc.UnaryUnaryMultiCallable[_registry_pb2.TransitionModelVersionStageRequest, _registry_pb2.ModelVersion]
     """Moves a version to a stage. With archive_existing_versions, every other version in the
     target stage (Staging or Production only) is archived in the same transaction. Moving a
-    version that is not READY to Staging or Production is FAILED_PRECONDITION.
+    version that is not READY to Staging or Production is FAILED_PRECONDITION. Moving into a
+    stage the model's policy protects is FAILED_PRECONDITION (APPROVAL_REQUIRED): create a
+    transition request and have someone else approve it.
     """
     GetLatestVersions: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetLatestVersionsRequest, _registry_pb2.GetLatestVersionsResponse]
     """Returns the latest version in each requested stage (all stages when none are given)."""
@@ -102,7 +104,33 @@ class ModelRegistryServiceStub:
     GetModelVersionByAlias: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetModelVersionByAliasRequest, _registry_pb2.ModelVersion]
     """Returns the version an alias points at."""
     ListModelHistory: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListModelHistoryRequest, _registry_pb2.ListModelHistoryResponse]
-    """Lists the recorded stage changes and alias moves of a model, newest first."""
+    """Lists the recorded stage changes, alias moves and transition request events of a model,
+    newest first.
+    """
+    SetRegisteredModelPolicy: _grpc.UnaryUnaryMultiCallable[_registry_pb2.SetRegisteredModelPolicyRequest, _registry_pb2.RegisteredModel]
+    """Sets (replaces) the model's policy: the stages a version may enter only through an approved
+    transition request. An empty policy lifts every requirement. Returns the model.
+    """
+    CreateTransitionRequest: _grpc.UnaryUnaryMultiCallable[_registry_pb2.CreateTransitionRequestRequest, _registry_pb2.TransitionRequest]
+    """Asks for a version to be moved to a stage. The request is PENDING until someone approves,
+    rejects or cancels it. ALREADY_EXISTS when the version has a pending request for that stage;
+    FAILED_PRECONDITION when the version is already there or (for Staging and Production) not
+    READY.
+    """
+    ListTransitionRequests: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListTransitionRequestsRequest, _registry_pb2.ListTransitionRequestsResponse]
+    """Lists a model's transition requests, newest first, optionally of one version or status."""
+    ApproveTransitionRequest: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ApproveTransitionRequestRequest, _registry_pb2.TransitionRequest]
+    """Approves a pending request and performs its transition in the same transaction (the stage
+    move, archive_existing_versions if asked, the history). The requester cannot approve their
+    own request (PERMISSION_DENIED, with auth on). ABORTED when the version moved or was deleted
+    since the request was made; FAILED_PRECONDITION when the request is no longer pending.
+    """
+    RejectTransitionRequest: _grpc.UnaryUnaryMultiCallable[_registry_pb2.RejectTransitionRequestRequest, _registry_pb2.TransitionRequest]
+    """Rejects a pending request; nothing moves. FAILED_PRECONDITION when it is no longer pending."""
+    CancelTransitionRequest: _grpc.UnaryUnaryMultiCallable[_registry_pb2.CancelTransitionRequestRequest, _registry_pb2.TransitionRequest]
+    """Withdraws a pending request (its requester, or anyone with MANAGE on the model).
+    FAILED_PRECONDITION when it is no longer pending.
+    """
     ResolveModelUri: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ResolveModelUriRequest, _registry_pb2.ResolveModelUriResponse]
     """Resolves a `models:/` URI (`models:/<name>/<version>`, `models:/<name>/latest`,
     `models:/<name>/<Stage>`, `models:/<name>@<alias>`) to the version and its download URI.
@@ -160,7 +188,9 @@ class ModelRegistryServiceAsyncStub(ModelRegistryServiceStub):
     TransitionModelVersionStage: _aio.UnaryUnaryMultiCallable[_registry_pb2.TransitionModelVersionStageRequest, _registry_pb2.ModelVersion]  # type: ignore[assignment]
     """Moves a version to a stage. With archive_existing_versions, every other version in the
     target stage (Staging or Production only) is archived in the same transaction. Moving a
-    version that is not READY to Staging or Production is FAILED_PRECONDITION.
+    version that is not READY to Staging or Production is FAILED_PRECONDITION. Moving into a
+    stage the model's policy protects is FAILED_PRECONDITION (APPROVAL_REQUIRED): create a
+    transition request and have someone else approve it.
     """
     GetLatestVersions: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetLatestVersionsRequest, _registry_pb2.GetLatestVersionsResponse]  # type: ignore[assignment]
     """Returns the latest version in each requested stage (all stages when none are given)."""
@@ -174,7 +204,33 @@ class ModelRegistryServiceAsyncStub(ModelRegistryServiceStub):
     GetModelVersionByAlias: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetModelVersionByAliasRequest, _registry_pb2.ModelVersion]  # type: ignore[assignment]
     """Returns the version an alias points at."""
     ListModelHistory: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListModelHistoryRequest, _registry_pb2.ListModelHistoryResponse]  # type: ignore[assignment]
-    """Lists the recorded stage changes and alias moves of a model, newest first."""
+    """Lists the recorded stage changes, alias moves and transition request events of a model,
+    newest first.
+    """
+    SetRegisteredModelPolicy: _aio.UnaryUnaryMultiCallable[_registry_pb2.SetRegisteredModelPolicyRequest, _registry_pb2.RegisteredModel]  # type: ignore[assignment]
+    """Sets (replaces) the model's policy: the stages a version may enter only through an approved
+    transition request. An empty policy lifts every requirement. Returns the model.
+    """
+    CreateTransitionRequest: _aio.UnaryUnaryMultiCallable[_registry_pb2.CreateTransitionRequestRequest, _registry_pb2.TransitionRequest]  # type: ignore[assignment]
+    """Asks for a version to be moved to a stage. The request is PENDING until someone approves,
+    rejects or cancels it. ALREADY_EXISTS when the version has a pending request for that stage;
+    FAILED_PRECONDITION when the version is already there or (for Staging and Production) not
+    READY.
+    """
+    ListTransitionRequests: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListTransitionRequestsRequest, _registry_pb2.ListTransitionRequestsResponse]  # type: ignore[assignment]
+    """Lists a model's transition requests, newest first, optionally of one version or status."""
+    ApproveTransitionRequest: _aio.UnaryUnaryMultiCallable[_registry_pb2.ApproveTransitionRequestRequest, _registry_pb2.TransitionRequest]  # type: ignore[assignment]
+    """Approves a pending request and performs its transition in the same transaction (the stage
+    move, archive_existing_versions if asked, the history). The requester cannot approve their
+    own request (PERMISSION_DENIED, with auth on). ABORTED when the version moved or was deleted
+    since the request was made; FAILED_PRECONDITION when the request is no longer pending.
+    """
+    RejectTransitionRequest: _aio.UnaryUnaryMultiCallable[_registry_pb2.RejectTransitionRequestRequest, _registry_pb2.TransitionRequest]  # type: ignore[assignment]
+    """Rejects a pending request; nothing moves. FAILED_PRECONDITION when it is no longer pending."""
+    CancelTransitionRequest: _aio.UnaryUnaryMultiCallable[_registry_pb2.CancelTransitionRequestRequest, _registry_pb2.TransitionRequest]  # type: ignore[assignment]
+    """Withdraws a pending request (its requester, or anyone with MANAGE on the model).
+    FAILED_PRECONDITION when it is no longer pending.
+    """
     ResolveModelUri: _aio.UnaryUnaryMultiCallable[_registry_pb2.ResolveModelUriRequest, _registry_pb2.ResolveModelUriResponse]  # type: ignore[assignment]
     """Resolves a `models:/` URI (`models:/<name>/<version>`, `models:/<name>/latest`,
     `models:/<name>/<Stage>`, `models:/<name>@<alias>`) to the version and its download URI.
@@ -331,7 +387,9 @@ class ModelRegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_registry_pb2.ModelVersion, _abc.Awaitable[_registry_pb2.ModelVersion]]:
         """Moves a version to a stage. With archive_existing_versions, every other version in the
         target stage (Staging or Production only) is archived in the same transaction. Moving a
-        version that is not READY to Staging or Production is FAILED_PRECONDITION.
+        version that is not READY to Staging or Production is FAILED_PRECONDITION. Moving into a
+        stage the model's policy protects is FAILED_PRECONDITION (APPROVAL_REQUIRED): create a
+        transition request and have someone else approve it.
         """
 
     @_abc_1.abstractmethod
@@ -375,7 +433,69 @@ class ModelRegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.ListModelHistoryRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.ListModelHistoryResponse, _abc.Awaitable[_registry_pb2.ListModelHistoryResponse]]:
-        """Lists the recorded stage changes and alias moves of a model, newest first."""
+        """Lists the recorded stage changes, alias moves and transition request events of a model,
+        newest first.
+        """
+
+    @_abc_1.abstractmethod
+    def SetRegisteredModelPolicy(
+        self,
+        request: _registry_pb2.SetRegisteredModelPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.RegisteredModel, _abc.Awaitable[_registry_pb2.RegisteredModel]]:
+        """Sets (replaces) the model's policy: the stages a version may enter only through an approved
+        transition request. An empty policy lifts every requirement. Returns the model.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateTransitionRequest(
+        self,
+        request: _registry_pb2.CreateTransitionRequestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.TransitionRequest, _abc.Awaitable[_registry_pb2.TransitionRequest]]:
+        """Asks for a version to be moved to a stage. The request is PENDING until someone approves,
+        rejects or cancels it. ALREADY_EXISTS when the version has a pending request for that stage;
+        FAILED_PRECONDITION when the version is already there or (for Staging and Production) not
+        READY.
+        """
+
+    @_abc_1.abstractmethod
+    def ListTransitionRequests(
+        self,
+        request: _registry_pb2.ListTransitionRequestsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ListTransitionRequestsResponse, _abc.Awaitable[_registry_pb2.ListTransitionRequestsResponse]]:
+        """Lists a model's transition requests, newest first, optionally of one version or status."""
+
+    @_abc_1.abstractmethod
+    def ApproveTransitionRequest(
+        self,
+        request: _registry_pb2.ApproveTransitionRequestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.TransitionRequest, _abc.Awaitable[_registry_pb2.TransitionRequest]]:
+        """Approves a pending request and performs its transition in the same transaction (the stage
+        move, archive_existing_versions if asked, the history). The requester cannot approve their
+        own request (PERMISSION_DENIED, with auth on). ABORTED when the version moved or was deleted
+        since the request was made; FAILED_PRECONDITION when the request is no longer pending.
+        """
+
+    @_abc_1.abstractmethod
+    def RejectTransitionRequest(
+        self,
+        request: _registry_pb2.RejectTransitionRequestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.TransitionRequest, _abc.Awaitable[_registry_pb2.TransitionRequest]]:
+        """Rejects a pending request; nothing moves. FAILED_PRECONDITION when it is no longer pending."""
+
+    @_abc_1.abstractmethod
+    def CancelTransitionRequest(
+        self,
+        request: _registry_pb2.CancelTransitionRequestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.TransitionRequest, _abc.Awaitable[_registry_pb2.TransitionRequest]]:
+        """Withdraws a pending request (its requester, or anyone with MANAGE on the model).
+        FAILED_PRECONDITION when it is no longer pending.
+        """
 
     @_abc_1.abstractmethod
     def ResolveModelUri(
