@@ -18,6 +18,8 @@ import keel
 from keel.evaluation import MetricThreshold, ModelValidationFailedException, evaluate
 from keel.exceptions import KeelError
 
+SHAP_ARTIFACTS = ("shap_beeswarm_plot", "shap_summary_plot", "shap_feature_importance_plot", "shap_feature_importance")
+
 
 def _png_ok(content: bytes) -> None:
     from PIL import Image
@@ -68,6 +70,7 @@ def test_classifier_in_active_run_logs_metrics_plots_and_table(tracking, binary_
         "roc_curve_plot",
         "precision_recall_curve_plot",
         "eval_results_table",
+        *SHAP_ARTIFACTS,  # explainability is on by default when shap is installed (as in MLflow)
     }
     listed = {f.path for f in keel.artifacts.list_artifacts(run_id=run.info.run_id)}
     assert {a.path for a in result.artifacts.values()} <= listed
@@ -187,7 +190,13 @@ def test_regressor_dataframe_and_callable(tracking, regression_data) -> None:
     assert result.metrics["mean_absolute_percentage_error"] == pytest.approx(
         skm.mean_absolute_percentage_error(y_test, pred)
     )
-    assert set(result.artifacts) == {"residuals_plot", "predicted_vs_actual_plot", "eval_results_table"}
+    assert set(result.artifacts) == {
+        "residuals_plot",
+        "predicted_vs_actual_plot",
+        "eval_results_table",
+        *SHAP_ARTIFACTS,
+        *(f"baseline_{name}" for name in SHAP_ARTIFACTS),
+    }
     for name in ("residuals_plot", "predicted_vs_actual_plot"):
         _png_ok(_read(result.artifacts[name].uri))
     table = json.loads(_read(result.artifacts["eval_results_table"].uri))
@@ -240,4 +249,4 @@ def test_array_data_for_a_model_with_named_columns(tracking, binary_data) -> Non
     )
     expected = model.predict(pd.DataFrame(X_test, columns=names))
     assert result.metrics["accuracy_score"] == pytest.approx(skm.accuracy_score(y_test, expected))
-    assert set(result.artifacts) == {"eval_results_table"}  # log_plots=False
+    assert set(result.artifacts) == {"eval_results_table", "shap_feature_importance"}  # log_plots=False

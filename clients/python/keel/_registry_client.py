@@ -10,7 +10,13 @@ from typing import Any, TypeVar
 from keel._transport import Transport, new_request_id
 from keel.exceptions import InvalidArgument
 from keel.paging import PagedList, Pager, collect_pages
-from keel.registry.entities import ModelHistoryEvent, ModelVersion, RegisteredModel
+from keel.registry.entities import (
+    REQUEST_STATUSES,
+    ModelHistoryEvent,
+    ModelVersion,
+    RegisteredModel,
+    TransitionRequest,
+)
 from keel.registry.v1 import registry_pb2 as pb
 from keel.registry.v1 import registry_pb2_grpc
 from keel.shared import pages
@@ -302,3 +308,121 @@ class RegistryClientMixin:
         return ModelVersion.from_proto(
             self._registry_call(self._registry.ResolveModelUri, request, idempotent=True).model_version
         )
+
+    # Returns a keel.evaluation.comparison.ModelVersionComparison; not named in the signature,
+    # since a type-time import of keel.evaluation from the client is an import circle for mypy.
+    def compare_model_versions(self, name: str, versions: Sequence[int | str]) -> Any:
+        """``versions`` (2 to 20) of model ``name`` side by side: their source runs' params and
+        metrics and their evaluation results (``keel.evaluate``'s metrics and SHAP importances),
+        each row marking whether the versions differ; see ``keel.evaluation.comparison``."""
+        from keel.evaluation.comparison import compare_model_versions
+
+        return compare_model_versions(self, name, versions)
+
+    # ---- review and approval -----------------------------------------------------------------
+    def set_registered_model_policy(
+        self, name: str, require_approval: Sequence[str] | str | None = None
+    ) -> RegisteredModel:
+        """Sets the stages of ``name`` that a version enters only through an approved transition
+        request: ``["Production"]``, ``["Staging", "Production"]`` (or ``"Production"``); ``None`` or
+        ``[]`` lifts the requirement. With a stage protected, ``transition_model_version_stage`` into
+        it raises ``keel.exceptions.FailedPrecondition`` (reason ``APPROVAL_REQUIRED``). Returns the
+        model (``approval_required_stages`` shows the policy)."""
+        stages = [require_approval] if isinstance(require_approval, str) else list(require_approval or ())
+        request = pb.SetRegisteredModelPolicyRequest(
+            name=name, policy=pb.RegisteredModelPolicy(approval_required_stages=stages)
+        )
+        return RegisteredModel.from_proto(
+            self._registry_call(self._registry.SetRegisteredModelPolicy, request, idempotent=True)
+        )
+
+    def create_transition_request(
+        self,
+        name: str,
+        version: int | str,
+        stage: str,
+        archive_existing_versions: bool = False,
+        comment: str | None = None,
+    ) -> TransitionRequest:
+        """Asks for ``version`` to be moved to ``stage``; someone else approves (or rejects) it.
+        The request is PENDING; its ``id`` is what approve/reject/cancel take."""
+        request = pb.CreateTransitionRequestRequest(
+            name=name,
+            version=_version(version),
+            stage=stage,
+            archive_existing_versions=archive_existing_versions,
+            comment=comment or "",
+        )
+        return TransitionRequest.from_proto(
+            self._registry_call(self._registry.CreateTransitionRequest, request, idempotent=False)
+        )
+
+    def list_transition_requests(
+        self,
+        name: str,
+        status: str | None = None,
+        version: int | str | None = None,
+        max_results: int | None = None,
+    ) -> list[TransitionRequest]:
+        """The transition requests of ``name``, newest first; only those with ``status``
+        (``PENDING``, ``APPROVED``, ``REJECTED``, ``CANCELLED``, any case) or of ``version`` when given."""
+        status_number = _request_status(status)
+        version_number = _version(version) if version not in (None, "") else 0
+
+        def fetch(token: str) -> tuple[list[TransitionRequest], str]:
+            request = pb.ListTransitionRequestsRequest(
+                name=name,
+                version=version_number,
+                status=status_number,
+                page_size=pages.TRANSITION_REQUESTS.maximum,
+                page_token=token,
+            )
+            response = self._registry_call(self._registry.ListTransitionRequests, request, idempotent=True)
+            items = [TransitionRequest.from_proto(r) for r in response.transition_requests]
+            return items, response.next_page_token
+
+        return Pager(fetch, limit=max_results).to_list()
+
+    def approve_transition_request(
+        self, request_id: int | str, comment: str | None = None
+    ) -> TransitionRequest:
+        """Approves a pending request: the version moves (archiving the others when the request
+        asked) in the same transaction. ``keel.exceptions.PermissionDenied`` for its own requester
+        (with auth on), ``Aborted`` when the version moved or was deleted since the request,
+        ``FailedPrecondition`` when the request is no longer pending."""
+        request = pb.ApproveTransitionRequestRequest(id=str(request_id), comment=comment or "")
+        return TransitionRequest.from_proto(
+            self._registry_call(self._registry.ApproveTransitionRequest, request, idempotent=False)
+        )
+
+    def reject_transition_request(
+        self, request_id: int | str, comment: str | None = None
+    ) -> TransitionRequest:
+        """Rejects a pending request (nothing moves); the comment tells the requester why."""
+        request = pb.RejectTransitionRequestRequest(id=str(request_id), comment=comment or "")
+        return TransitionRequest.from_proto(
+            self._registry_call(self._registry.RejectTransitionRequest, request, idempotent=False)
+        )
+
+    def cancel_transition_request(
+        self, request_id: int | str, comment: str | None = None
+    ) -> TransitionRequest:
+        """Withdraws a pending request (its requester, or anyone with MANAGE on the model)."""
+        request = pb.CancelTransitionRequestRequest(id=str(request_id), comment=comment or "")
+        return TransitionRequest.from_proto(
+            self._registry_call(self._registry.CancelTransitionRequest, request, idempotent=False)
+        )
+
+
+def _request_status(status: str | None) -> pb.TransitionRequestStatus.ValueType:
+    """The proto number of a transition request status name (any case); UNSPECIFIED for None/''."""
+    if not status:
+        return pb.TRANSITION_REQUEST_STATUS_UNSPECIFIED
+    for number, name in REQUEST_STATUSES.items():
+        if status.strip().upper() == name:
+            return number
+    raise InvalidArgument(
+        f"status {status!r} is not a transition request status: use one of {', '.join(REQUEST_STATUSES.values())}",
+        reason="INVALID_STATUS",
+        field="status",
+    )

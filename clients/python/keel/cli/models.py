@@ -7,7 +7,14 @@ keel models transition NAME VERSION STAGE [--archive-existing]
 keel models alias set NAME ALIAS VERSION [--expected-version N]
 keel models alias delete NAME ALIAS
 keel models history NAME
+keel models compare NAME V1 V2 [V3 ...] [--differences] [--json]
+keel models set-policy NAME (--require-approval Production[,Staging] | --no-approval)
+keel models request-transition NAME VERSION STAGE [--archive-existing] [--comment TEXT]
+keel models requests NAME [--status STATUS] [--version N]
+keel models approve|reject|cancel-request REQUEST_ID [--comment TEXT]
 keel models predict -m MODEL_URI --input FILE (JSON or CSV)
+keel models predict -m MODEL_URI --input data.{csv,parquet,jsonl} --output out.{parquet,csv,jsonl}
+    [--batch-size N] [--id-column COL]     (streamed in chunks: keel.batch)
 """
 
 from __future__ import annotations
@@ -29,6 +36,16 @@ except ModuleNotFoundError:
 MODEL_COLUMNS = ("name", "latest_version", "stages", "aliases", "description")
 VERSION_COLUMNS = ("version", "stage", "status", "aliases", "run_id", "created", "description")
 HISTORY_COLUMNS = ("time", "event", "version", "from", "to", "alias", "actor")
+REQUEST_COLUMNS = (
+    "id", "version", "from", "to", "status", "requester", "created", "comment", "decided_by", "decision_comment",
+)  # fmt: skip
+# History rows of transition request events, as the history table names them.
+_REQUEST_EVENTS = {
+    "TRANSITION_REQUESTED": "requested",
+    "TRANSITION_APPROVED": "approved",
+    "TRANSITION_REJECTED": "rejected",
+    "TRANSITION_CANCELLED": "cancelled",
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -84,6 +101,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_history)
 
+    p = msub.add_parser(
+        "compare", help="versions side by side: source run params, metrics and evaluation results"
+    )
+    p.add_argument("name")
+    p.add_argument("versions", nargs="+", metavar="VERSION", help="two or more version numbers")
+    p.add_argument("--differences", action="store_true", help="show only the rows whose values differ")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_compare)
+
+    _register_approvals(msub)
+
     p = msub.add_parser("predict", help="load a model and predict on a JSON or CSV file")
     p.add_argument(
         "-m", "--model-uri", required=True, help="models:/name/1, models:/name@alias, runs:/..., a path"
@@ -96,10 +124,63 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--content-type", choices=("json", "csv"), help="default: from the file extension")
     p.add_argument("--json", action="store_true", help="(predictions are always printed as JSON)")
+    p.add_argument(
+        "-o",
+        "--output",
+        help="score in chunks into out.parquet, out.csv or out.jsonl (input: .csv, .parquet or .jsonl)",
+    )
+    p.add_argument("--batch-size", type=int, default=10_000, help="rows per chunk with --output")
+    p.add_argument("--id-column", help="with --output: an input column copied next to the predictions")
+    p.add_argument("--no-progress", action="store_true", help="with --output: no progress bar on stderr")
     p.set_defaults(func=_predict)
 
     if serving is not None:
         serving.register(msub)
+
+
+def _register_approvals(msub: argparse._SubParsersAction) -> None:
+    """Review and approval: the policy, transition requests and their decisions."""
+    p = msub.add_parser(
+        "set-policy", help="set the stages a version enters only through an approved transition request"
+    )
+    p.add_argument("name")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--require-approval", metavar="STAGES", help="comma-separated: Production, Staging or both (any case)"
+    )
+    which.add_argument("--no-approval", action="store_true", help="lift every approval requirement")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_set_policy)
+
+    p = msub.add_parser("request-transition", help="ask for a version to be moved to a stage (for approval)")
+    p.add_argument("name")
+    p.add_argument("version")
+    p.add_argument("stage", help="None, Staging, Production or Archived (any case)")
+    p.add_argument(
+        "--archive-existing", action="store_true", help="on approval, archive the versions then in that stage"
+    )
+    p.add_argument("--comment", default="", help="why; shown to the reviewers and in the history")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_request_transition)
+
+    p = msub.add_parser("requests", help="list the transition requests of a model, newest first")
+    p.add_argument("name")
+    p.add_argument("--status", help="PENDING, APPROVED, REJECTED or CANCELLED (any case)")
+    p.add_argument("--version", help="only the requests of this version")
+    p.add_argument("--max-results", type=int, default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_requests)
+
+    for command, verb, help_text in (
+        ("approve", "approve", "approve a pending request: the version moves at once"),
+        ("reject", "reject", "reject a pending request (nothing moves)"),
+        ("cancel-request", "cancel", "withdraw a pending request (its requester, or MANAGE on the model)"),
+    ):
+        p = msub.add_parser(command, help=help_text)
+        p.add_argument("request_id")
+        p.add_argument("--comment", default="", help="shown to the requester and in the history")
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=_decide, verb=verb)
 
 
 def _client() -> Any:
@@ -173,6 +254,8 @@ def _describe(args: argparse.Namespace) -> int:
         for key in ("name", "description", "latest_version", "stages", "aliases"):
             print(f"{key + ':':<16}{_flat(row[key])}")
         print(f"{'tags:':<16}{_flat(model.tags)}")
+        if model.approval_required_stages:
+            print(f"{'approval for:':<16}{_flat(model.approval_required_stages)}")
         print(f"{'created:':<16}{_time(model.creation_timestamp)}")
         print(f"{'updated:':<16}{_time(model.last_updated_timestamp)}")
         return 0
@@ -246,7 +329,10 @@ def _history(args: argparse.Namespace) -> int:
         return 0
     rows = []
     for e in events:
-        if e.event_type == "STAGE_TRANSITION":
+        if e.event_type in _REQUEST_EVENTS:
+            event = f"{_REQUEST_EVENTS[e.event_type]} #{e.transition_request_id}"
+            row = {"event": event, "version": e.version, "from": e.from_stage, "to": e.to_stage}
+        elif e.event_type == "STAGE_TRANSITION":
             row = {"event": "stage", "version": e.version, "from": e.from_stage, "to": e.to_stage}
         elif e.event_type == "ALIAS_SET":
             row = {
@@ -266,6 +352,83 @@ def _history(args: argparse.Namespace) -> int:
             }
         rows.append({"time": _time(e.timestamp), "actor": e.actor, **row})
     emit(rows, HISTORY_COLUMNS, as_json=False)
+    return 0
+
+
+def _set_policy(args: argparse.Namespace) -> int:
+    stages = [] if args.no_approval else [s.strip() for s in args.require_approval.split(",") if s.strip()]
+    model = _client().set_registered_model_policy(args.name, stages)
+    if args.json:
+        print(json.dumps(_asdict(model), indent=2))
+    elif model.approval_required_stages:
+        stages_text = " and ".join(model.approval_required_stages)
+        print(f"{model.name}: versions enter {stages_text} only through an approved transition request")
+    else:
+        print(f"{model.name}: no stage needs approval")
+    return 0
+
+
+def _request_transition(args: argparse.Namespace) -> int:
+    request = _client().create_transition_request(
+        args.name,
+        args.version,
+        args.stage,
+        archive_existing_versions=args.archive_existing,
+        comment=args.comment,
+    )
+    if args.json:
+        print(json.dumps(_asdict(request), indent=2))
+    else:
+        print(
+            f"transition request {request.id}: version {request.version} of {request.name} "
+            f"{request.from_stage} -> {request.stage}, pending approval"
+        )
+    return 0
+
+
+def _request_row(r: Any) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "version": r.version,
+        "from": r.from_stage,
+        "to": r.stage + (" (archive existing)" if r.archive_existing_versions else ""),
+        "status": r.status,
+        "requester": r.requester,
+        "created": _time(r.creation_timestamp),
+        "comment": r.comment,
+        "decided_by": r.decided_by,
+        "decision_comment": r.decision_comment,
+    }
+
+
+def _requests(args: argparse.Namespace) -> int:
+    requests = _client().list_transition_requests(
+        args.name, status=args.status, version=args.version, max_results=args.max_results
+    )
+    if args.json:
+        emit([_asdict(r) for r in requests], REQUEST_COLUMNS, as_json=True)
+    else:
+        emit([_request_row(r) for r in requests], REQUEST_COLUMNS, as_json=False)
+    return 0
+
+
+def _decide(args: argparse.Namespace) -> int:
+    client = _client()
+    decide = {
+        "approve": client.approve_transition_request,
+        "reject": client.reject_transition_request,
+        "cancel": client.cancel_transition_request,
+    }[args.verb]
+    request = decide(args.request_id, comment=args.comment)
+    if args.json:
+        print(json.dumps(_asdict(request), indent=2))
+    elif request.status == "APPROVED":
+        print(
+            f"transition request {request.id} approved: version {request.version} of {request.name} "
+            f"is now in {request.stage}"
+        )
+    else:
+        print(f"transition request {request.id} {request.status.lower()}: nothing moved")
     return 0
 
 
@@ -311,9 +474,22 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from keel.evaluation.comparison import format_text
+
+    comparison = _client().compare_model_versions(args.name, args.versions)
+    if args.json:
+        print(json.dumps(comparison.to_dict(), indent=2, default=str))
+    else:
+        print(format_text(comparison, only_differences=args.differences))
+    return 0
+
+
 def _predict(args: argparse.Namespace) -> int:
     from keel import pyfunc
 
+    if args.output:
+        return _predict_batch(args)
     try:
         data = _read_input(args.input, args.content_type)
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -322,4 +498,23 @@ def _predict(args: argparse.Namespace) -> int:
     model = pyfunc.load_model(args.model_uri)
     predictions = model.predict(data)
     print(json.dumps({"predictions": _jsonable(predictions)}, default=str))
+    return 0
+
+
+def _predict_batch(args: argparse.Namespace) -> int:
+    from keel.batch import predict_file
+
+    try:
+        result = predict_file(
+            args.model_uri,
+            args.input,
+            args.output,
+            batch_size=args.batch_size,
+            id_column=args.id_column,
+            progress=not args.no_progress,
+        )
+    except (OSError, ValueError, TypeError) as exc:  # the model's own errors (KeelError: main says it)
+        print(f"error: {' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)
+        return 1
+    print(f"{result.rows} predictions in {result.chunks} chunks -> {result.output}", file=sys.stderr)
     return 0

@@ -6,7 +6,10 @@ validation thresholds.
 ...                        validation_thresholds={"accuracy_score": MetricThreshold(threshold=0.8)})
 >>> result.metrics["accuracy_score"]
 
-scikit-learn, pandas and matplotlib load when ``evaluate`` runs, not at import.
+With shap installed, ``evaluate`` also logs SHAP explanations (``explainability``);
+``Client.compare_model_versions`` puts versions' runs and evaluation results side by side
+(``comparison``). scikit-learn, pandas, matplotlib and shap load when ``evaluate`` runs, not at
+import.
 """
 
 from keel.evaluation.evaluator import EvaluationArtifact, EvaluationResult, evaluate

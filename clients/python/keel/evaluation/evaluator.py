@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from keel.evaluation import plots
+from keel.evaluation import explainability, plots
 from keel.evaluation.data import EvalData, prepare_data
 from keel.evaluation.metrics import (
     AVERAGES,
@@ -34,16 +34,10 @@ MODEL_TYPES = ("classifier", "regressor")
 # Table of per-row predictions, in the {"columns": [...], "data": [...]} layout of mlflow.log_table.
 PREDICTIONS_TABLE = "eval_results_table.json"
 
-# evaluator_config keys keel reads; the explainability ones are MLflow's and accepted so that
-# MLflow code runs, but keel computes no SHAP explanations.
-CONFIG_KEYS = frozenset({"metric_prefix", "pos_label", "average", "log_predictions", "log_plots"})
-IGNORED_CONFIG_KEYS = frozenset(
-    {
-        "log_model_explainability",
-        "explainability_algorithm",
-        "explainability_nsamples",
-        "explainability_kernel_link",
-    }
+# evaluator_config keys keel reads (MLflow's names); any other key is an error
+CONFIG_KEYS = (
+    frozenset({"metric_prefix", "pos_label", "average", "log_predictions", "log_plots"})
+    | explainability.CONFIG_KEYS
 )
 
 
@@ -72,13 +66,14 @@ class _Config:
     average: str = "weighted"
     log_predictions: bool = True
     log_plots: bool = True
+    explain: explainability.ExplainabilityConfig = field(default_factory=explainability.ExplainabilityConfig)
 
 
 def _parse_config(evaluator_config: Mapping[str, Any] | None) -> _Config:
     config = dict(evaluator_config or {})
     if evaluator_config is not None and not isinstance(evaluator_config, Mapping):
         raise InvalidArgument("evaluator_config must be a dict", reason="INVALID_EVALUATOR_CONFIG")
-    unknown = sorted(set(config) - CONFIG_KEYS - IGNORED_CONFIG_KEYS)
+    unknown = sorted(set(config) - CONFIG_KEYS)
     if unknown:
         raise InvalidArgument(
             f"evaluator_config has unknown keys {unknown}; keel reads {sorted(CONFIG_KEYS)}",
@@ -107,6 +102,7 @@ def _parse_config(evaluator_config: Mapping[str, Any] | None) -> _Config:
         average=average,
         log_predictions=config.get("log_predictions", True),
         log_plots=config.get("log_plots", True),
+        explain=explainability.parse_config(config),
     )
 
 
@@ -131,9 +127,15 @@ def _score(predictor: Predictor, data: EvalData, model_type: str, config: _Confi
 
 
 def _write_artifacts(
-    out_dir: str, data: EvalData, scored: _Scored, model_type: str, config: _Config
+    out_dir: str,
+    data: EvalData,
+    scored: _Scored,
+    model_type: str,
+    config: _Config,
+    extra_files: Mapping[str, bytes],
 ) -> list[str]:
-    """Write the plots and the predictions table into ``out_dir``; the file names written."""
+    """Write the plots, ``extra_files`` (the SHAP ones) and the predictions table into
+    ``out_dir``; the file names written."""
     files: dict[str, bytes | None] = {}
     y_true, y_pred = data.targets, scored.predictions
     if config.log_plots:
@@ -150,6 +152,7 @@ def _write_artifacts(
         else:
             files["residuals_plot.png"] = plots.residuals_png(y_true, y_pred)
             files["predicted_vs_actual_plot.png"] = plots.predicted_vs_actual_png(y_true, y_pred)
+    files.update(extra_files)
     written = []
     for name, content in files.items():
         if content is None:  # e.g. no ROC curve when the targets hold one class only
@@ -182,7 +185,12 @@ def _predictions_table(data: EvalData, scored: _Scored, model_type: str) -> Any:
 
 
 def _log(
-    result_metrics: dict[str, float], data: EvalData, scored: _Scored, model_type: str, config: _Config
+    result_metrics: dict[str, float],
+    data: EvalData,
+    scored: _Scored,
+    model_type: str,
+    config: _Config,
+    extra_files: Mapping[str, bytes],
 ) -> tuple[str, dict[str, EvaluationArtifact]]:
     """Log metrics and artifacts to the active run, or to a new run ended afterwards."""
     import keel
@@ -196,7 +204,7 @@ def _log(
         keel.log_metrics(result_metrics)
         artifacts: dict[str, EvaluationArtifact] = {}
         with tempfile.TemporaryDirectory(prefix="keel-evaluate-") as tmp:
-            names = _write_artifacts(tmp, data, scored, model_type, config)
+            names = _write_artifacts(tmp, data, scored, model_type, config, extra_files)
             if names:
                 keel.log_artifacts(tmp)
         for name in names:
@@ -209,6 +217,27 @@ def _log(
     if started:
         keel.end_run()
     return run_id, artifacts
+
+
+def _explain(
+    predictor: Predictor, scored: _Scored, data: EvalData, model_type: str, config: _Config, *, baseline: bool
+) -> dict[str, bytes]:
+    labels, pos_label = None, None
+    if model_type == "classifier":
+        layout = class_layout(data.targets, scored.predictions, scored.classes, config.pos_label)
+        labels, pos_label = layout.labels, layout.pos_label
+    files, _ = explainability.artifacts(
+        predictor,
+        data,
+        model_type,
+        config.explain,
+        config.log_plots,
+        baseline=baseline,
+        pos_label=pos_label,
+        labels=labels,
+        has_proba=scored.proba is not None,  # usable probabilities, as the metrics found them
+    )
+    return files
 
 
 def evaluate(
@@ -232,12 +261,14 @@ def evaluate(
     - ``evaluator_config``: ``metric_prefix`` (prepended to metric and artifact names),
       ``pos_label`` (binary classification), ``average`` (``weighted``, ``macro`` or ``micro``:
       what the unsuffixed multiclass precision/recall/f1 use), ``log_predictions`` and
-      ``log_plots`` (default True).
+      ``log_plots`` (default True); MLflow's ``log_model_explainability`` (default True when
+      shap is installed), ``explainability_algorithm``, ``explainability_nsamples`` (default
+      2,000) and ``explainability_kernel_link`` (see ``keel.evaluation.explainability``).
     - ``validation_thresholds``: ``{"accuracy_score": MetricThreshold(...)}``; after logging,
       raises ``ModelValidationFailedException`` listing every failed bound.
 
     The baseline's metrics are returned in ``baseline_model_metrics`` but not logged; its plots
-    are not drawn.
+    are not drawn, but its SHAP artifacts are logged, named ``baseline_shap_*``.
     """
     if model_type not in MODEL_TYPES:
         raise InvalidArgument(
@@ -248,22 +279,27 @@ def evaluate(
     sklearn_metrics()
     if config.log_plots:
         require("matplotlib.figure", "eval", purpose=plots.PLOTS_PURPOSE)
+    explaining = explainability.load_shap(config.explain) is not None
     plan = plan_thresholds(
         validation_thresholds, model_type, baseline_model is not None, config.metric_prefix
     )
     prepared = prepare_data(data, targets, feature_names)
-    candidate = _score(resolve_predictor(model, "model"), prepared, model_type, config)
-    baseline = (
-        _score(resolve_predictor(baseline_model, "baseline_model"), prepared, model_type, config)
-        if baseline_model is not None
-        else None
-    )
+    candidate_predictor = resolve_predictor(model, "model")
+    candidate = _score(candidate_predictor, prepared, model_type, config)
+    baseline_predictor = resolve_predictor(baseline_model, "baseline_model") if baseline_model is not None else None
+    baseline = _score(baseline_predictor, prepared, model_type, config) if baseline_predictor is not None else None
+    # computed before anything is logged, so that an explanation asked for and impossible fails early
+    shap_files: dict[str, bytes] = {}
+    if explaining:
+        shap_files.update(_explain(candidate_predictor, candidate, prepared, model_type, config, baseline=False))
+        if baseline_predictor is not None and baseline is not None:
+            shap_files.update(_explain(baseline_predictor, baseline, prepared, model_type, config, baseline=True))
 
     def prefixed(metrics: dict[str, float]) -> dict[str, float]:
         return {config.metric_prefix + name: value for name, value in metrics.items()}
 
     metrics = prefixed(candidate.metrics)
-    run_id, artifacts = _log(metrics, prepared, candidate, model_type, config)
+    run_id, artifacts = _log(metrics, prepared, candidate, model_type, config, shap_files)
     result = EvaluationResult(
         metrics=metrics,
         artifacts=artifacts,

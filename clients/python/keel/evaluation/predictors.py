@@ -26,18 +26,20 @@ class Predictor:
     proba_fn: Callable[[Any], Any] | None = None
     classes: list[Any] | None = None
     input_names: list[str] | None = None  # a pyfunc model's named input columns
+    # the estimator itself (a pyfunc model's raw model), for SHAP's model-specific explainers
+    raw_model: Any = None
 
-    def _inputs(self, data: EvalData) -> Any:
-        # a pyfunc model with named columns needs a DataFrame, even when the user holds arrays
-        if (
-            self.input_names
-            and not is_dataframe(data.features)
-            and len(self.input_names) == data.features.shape[1]
-        ):
+    def model_input(self, features: Any) -> Any:
+        """``features`` (a DataFrame or a 2-D array) as the model takes them: a pyfunc model with
+        named columns needs a DataFrame, even when the user holds arrays."""
+        if self.input_names and not is_dataframe(features) and len(self.input_names) == features.shape[1]:
             import pandas as pd
 
-            return pd.DataFrame(data.features, columns=self.input_names)
-        return data.features
+            return pd.DataFrame(features, columns=self.input_names)
+        return features
+
+    def _inputs(self, data: EvalData) -> Any:
+        return self.model_input(data.features)
 
     def predict(self, data: EvalData) -> np.ndarray:
         try:
@@ -115,11 +117,11 @@ def resolve_predictor(model: Any, role: str = "model") -> Predictor:
             if inputs is not None and not inputs.is_tensor_spec() and inputs.has_input_names()
             else None
         )
-        return Predictor(role, model.predict, proba, classes, names)
+        return Predictor(role, model.predict, proba, classes, names, raw_model=model.get_raw_model())
     predict = getattr(model, "predict", None)
     if callable(predict):
         proba, classes = estimator_parts(model)
-        return Predictor(role, predict, proba, classes)
+        return Predictor(role, predict, proba, classes, raw_model=model)
     if callable(model):
         return Predictor(role, model)
     raise InvalidArgument(
