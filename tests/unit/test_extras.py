@@ -206,6 +206,7 @@ def test_sklearn_autolog_without_scikit_learn(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(MissingExtra, match=r"keel-ml\[sklearn\]"):
         sk_autolog.autolog()
     keel.autologging.autolog()  # the catch-all turns on what is installed: nothing here, no error
+    keel.autologging.autolog(disable=True)  # and leaves nothing on for later tests
 
 
 def test_pytorch_flavor_without_torch(monkeypatch: pytest.MonkeyPatch) -> None:

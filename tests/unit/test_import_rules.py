@@ -261,6 +261,12 @@ UPWARD_BY_DESIGN = {
     ),
     ("keel.autologging.sklearn", "keel.client"): "autologging logs a fit's params, metrics and model to the run",
     ("keel.autologging.sklearn", "keel.entities"): "the metric, param and tag entities it logs in one batch",
+    ("keel.pytorch", "keel.autologging.pytorch"): (
+        "keel.pytorch.autolog, MLflow's spelling, is keel.autologging.pytorch.autolog (module __getattr__)"
+    ),
+    # the sender thread has no fluent run of its own: it logs to the training's run by id
+    ("keel.autologging.common", "keel.client"): "autologging's background sender logs to a run by id",
+    ("keel.autologging.common", "keel.entities"): "the metric, param and tag entities it sends in batches",
 }
 
 

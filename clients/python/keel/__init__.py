@@ -34,7 +34,7 @@ layer never reaches a server itself: loading a remote model URI goes through the
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keel._model_download import download_model as _download_model
 from keel._transport import get_tracking_uri, set_tracking_uri
@@ -45,6 +45,13 @@ from keel.shared import remote as _remote
 _remote.plug_in(_download_model)
 
 __version__ = "0.1.0"
+
+# The exports keel's own modules call through the package root (`import keel` in a function, so a
+# test can patch them), typed for mypy; nothing is imported at run time.
+if TYPE_CHECKING:
+    from keel.artifacts import log_artifact, log_artifacts
+    from keel.fluent import active_run, end_run, log_metrics, log_params, set_tags, start_run
+    from keel.registry import register_model
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {

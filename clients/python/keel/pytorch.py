@@ -214,3 +214,15 @@ def _load_pyfunc(
     module = _load_from_dir(model_dir, meta, (model_config or {}).get("device"))
     module.eval()  # pyfunc is for inference: dropout off, batch-norm statistics frozen
     return TorchImpl(module)
+
+
+def __getattr__(name: str) -> Any:
+    """``keel.pytorch.autolog()``, as MLflow users call it, is ``keel.autologging.pytorch.autolog``.
+    Autologging sits above the flavors (it logs models with this one), so it is imported on
+    first use, never when this module is: an upward import of a flavor, listed in
+    tests/unit/test_import_rules.py."""
+    if name == "autolog":
+        from keel.autologging.pytorch import autolog
+
+        return autolog
+    raise AttributeError(f"module 'keel.pytorch' has no attribute {name!r}")

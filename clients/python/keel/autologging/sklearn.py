@@ -18,8 +18,9 @@ What is logged (names are MLflow's):
 
 Only the outermost fit is logged: the steps a pipeline fits, or the candidates a search fits,
 are not logged again. That guard is process-wide, so two fits running at the same time in two
-threads log only the first one. Autologging never breaks a fit: any logging failure becomes a
-``KeelAutologgingWarning``.
+threads log only the first one. Autologging never breaks a fit: the first logging failure of a
+fit becomes a ``KeelAutologgingWarning`` (later ones log records), and once the server is
+found unreachable the fit's remaining logging is skipped (see ``keel.autologging.common``).
 """
 
 from __future__ import annotations
@@ -30,25 +31,36 @@ import logging
 import os
 import tempfile
 import threading
-import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from keel.autologging import KeelAutologgingWarning
+from keel.autologging.common import (
+    MAX_KEY_CHARS,
+    FailureReporter,
+    PatchSet,
+    Session,
+    check_registered_model_name,
+    close_session,
+    open_session,
+    param_items,
+    refuse_not_done,
+    string_tags,
+    version_supported,
+)
 from keel.extras import require
 
 log = logging.getLogger(__name__)
 
 PATCHED_METHODS = ("fit", "fit_transform", "fit_predict")
-MAX_PARAM_VALUE_CHARS = 6000  # the server's limit on a param value
-MAX_KEY_CHARS = 250  # the server's limit on a param/metric/tag key
 SIGNATURE_ROWS = 5  # rows of the training data used to infer the signature / as input example
 MODEL_PATH = "model"
 BEST_ESTIMATOR_PATH = "best_estimator"
 CV_RESULTS_FILE = "cv_results.csv"
+# the scikit-learn versions this integration is tested with (disable_for_unsupported_versions)
+SUPPORTED_VERSIONS = ("1.3", "2.0")
 _CLASSIFIER_METRICS = ("accuracy_score", "precision_score", "recall_score", "f1_score", "log_loss", "roc_auc")
 _REGRESSOR_METRICS = ("mean_squared_error", "root_mean_squared_error", "mean_absolute_error", "r2_score")
 
@@ -59,15 +71,16 @@ class AutologSettings:
     log_input_examples: bool = False
     log_model_signatures: bool = True
     registered_model_name: str | None = None
+    exclusive: bool = False
     silent: bool = False
     max_tuning_runs: int | None = None  # child runs per search; None = every candidate
+    serialization_format: str = "cloudpickle"
     extra_tags: dict[str, str] = field(default_factory=dict)
 
 
 _lock = threading.Lock()
 _settings: AutologSettings | None = None  # None: autologging is off
-# (owner class, method name) -> the original function, to unpatch with disable=True
-_originals: dict[tuple[type, str], Callable[..., Any]] = {}
+_patches = PatchSet()  # the fit methods replaced, put back with disable=True
 _depth = 0  # autologged fits in progress in this process (nested fits are not logged)
 
 
@@ -80,42 +93,68 @@ def autolog(
     silent: bool = False,
     max_tuning_runs: int | None = None,
     extra_tags: Mapping[str, Any] | None = None,
-    **ignored: Any,
+    exclusive: bool = False,
+    disable_for_unsupported_versions: bool = False,
+    serialization_format: str = "cloudpickle",
+    log_datasets: bool = False,
+    log_post_training_metrics: bool = False,
+    pos_label: Any = None,
 ) -> None:
     """Log every scikit-learn fit (see the module docstring for what is logged).
 
     ``registered_model_name`` registers each logged model under that name (a new version per
-    fit). ``silent`` turns logging-failure warnings into log records. ``disable=True`` restores
-    scikit-learn's own methods. MLflow's other arguments are accepted and ignored.
+    fit). ``exclusive`` logs nothing while the user has a run open. ``silent`` turns
+    logging-failure warnings into log records. ``disable_for_unsupported_versions`` leaves
+    scikit-learn alone outside the versions this is tested with (1.3 to 1.x).
+    ``serialization_format`` is the logged models' (``cloudpickle`` or ``pickle``).
+    ``disable=True`` restores scikit-learn's own methods. MLflow's ``log_datasets``,
+    ``log_post_training_metrics`` and ``pos_label`` ask for what keel does not do: anything but
+    False / None is an ``InvalidArgument``.
     """
     global _settings
     from keel.exceptions import InvalidArgument
 
+    refuse_not_done(
+        "scikit-learn",
+        log_datasets=log_datasets,
+        log_post_training_metrics=log_post_training_metrics,
+        pos_label=pos_label,
+    )
     if max_tuning_runs is not None and (not isinstance(max_tuning_runs, int) or max_tuning_runs < 0):
         raise InvalidArgument(
             f"max_tuning_runs must be a non-negative int or None, got {max_tuning_runs!r}",
             reason="INVALID_ARGUMENT",
         )
-    if registered_model_name is not None and (
-        not isinstance(registered_model_name, str) or not registered_model_name
-    ):
-        raise InvalidArgument("registered_model_name must be a non-empty string", reason="INVALID_ARGUMENT")
+    if serialization_format not in ("cloudpickle", "pickle"):
+        raise InvalidArgument(
+            f"serialization_format must be 'cloudpickle' or 'pickle', got {serialization_format!r}",
+            reason="INVALID_ARGUMENT",
+        )
+    registered_model_name = check_registered_model_name(registered_model_name)
+    tags = string_tags(extra_tags)
     with _lock:
         if disable:
-            _unpatch_all()
+            _patches.restore_all()
             _settings = None
             return
         require("sklearn", "sklearn", purpose="needed for scikit-learn autologging")
+        if disable_for_unsupported_versions and not version_supported("scikit-learn", *SUPPORTED_VERSIONS):
+            log.info("scikit-learn autologging stays off: its version is outside %s", SUPPORTED_VERSIONS)
+            _patches.restore_all()
+            _settings = None
+            return
         _settings = AutologSettings(
             log_models=log_models,
             log_input_examples=log_input_examples,
             log_model_signatures=log_model_signatures,
             registered_model_name=registered_model_name,
+            exclusive=exclusive,
             silent=silent,
             max_tuning_runs=max_tuning_runs,
-            extra_tags={str(k): str(v) for k, v in (extra_tags or {}).items()},
+            serialization_format=serialization_format,
+            extra_tags=tags,
         )
-        if not _originals:
+        if not _patches:
             _patch_all()
 
 
@@ -150,23 +189,11 @@ def _patch_all() -> None:
     for owner, name in _owners():
         entry = owner.__dict__[name]
         if inspect.isfunction(entry):
-            _originals[(owner, name)] = entry
-            setattr(owner, name, _patched(entry))
+            _patches.wrap(owner, name, _patched)
         elif inspect.isfunction(getattr(entry, "fn", None)):
             # sklearn's available_if descriptor (Pipeline.fit_transform...): wrap the function it
             # guards, so hasattr() keeps answering as before
-            _originals[(owner, name)] = entry.fn
-            entry.fn = _patched(entry.fn)
-
-
-def _unpatch_all() -> None:
-    for (owner, name), original in _originals.items():
-        entry = owner.__dict__.get(name)
-        if inspect.isfunction(entry):
-            setattr(owner, name, original)
-        elif entry is not None and hasattr(entry, "fn"):
-            entry.fn = original
-    _originals.clear()
+            _patches.wrap(entry, "fn", _patched)
 
 
 def _enter() -> AutologSettings | None:
@@ -196,51 +223,12 @@ def _patched(original: Callable[..., Any]) -> Callable[..., Any]:
         finally:
             _leave()
 
-    fit_and_log.__wrapped__ = original  # type: ignore[attr-defined]
     return fit_and_log
 
 
 # ---------------------------------------------------------------------------------------------
 # One autologged fit
 # ---------------------------------------------------------------------------------------------
-
-
-def _warn(settings: AutologSettings, what: str, exc: BaseException) -> None:
-    message = f"keel autologging could not {what}: {type(exc).__name__}: {exc}"
-    if settings.silent:
-        log.warning(message)
-    else:
-        warnings.warn(message, KeelAutologgingWarning, stacklevel=4)
-
-
-def _safely(settings: AutologSettings, what: str, action: Callable[[], Any]) -> Any:
-    try:
-        return action()
-    except Exception as exc:  # autologging must never break the user's fit
-        _warn(settings, what, exc)
-        return None
-
-
-@dataclass
-class _Session:
-    run_id: str
-    managed: bool  # started by autologging, so ended by it
-
-
-def _open_session(settings: AutologSettings) -> _Session | None:
-    import keel
-
-    run = keel.active_run()
-    if run is not None:
-        return _Session(run.info.run_id, managed=False)
-    return _Session(keel.start_run().info.run_id, managed=True)
-
-
-def _close_session(settings: AutologSettings, session: _Session, status: str) -> None:
-    import keel
-
-    if session.managed:
-        _safely(settings, "end the autologged run", lambda: keel.end_run(status))
 
 
 def _fit_inputs(
@@ -268,50 +256,35 @@ def _autologged_call(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
-    session = _safely(settings, "start a run", lambda: _open_session(settings))
+    reporter = FailureReporter(settings.silent)
+    session = reporter.safely("start a run", lambda: open_session(settings.exclusive))
     if session is None:
         return original(estimator, *args, **kwargs)
-    _safely(
-        settings, "log the estimator's params and tags", lambda: _log_params_and_tags(settings, estimator)
-    )
+    reporter.safely("log the estimator's params and tags", lambda: _log_params_and_tags(settings, estimator))
     try:
         result = original(estimator, *args, **kwargs)
     except KeyboardInterrupt:
-        _close_session(settings, session, "KILLED")
+        close_session(reporter, session, "KILLED")
         raise
     except BaseException:
-        _close_session(settings, session, "FAILED")
+        close_session(reporter, session, "FAILED")
         raise
-    inputs = _safely(
-        settings, "read the fit arguments", lambda: _fit_inputs(original, estimator, args, kwargs)
-    )
+    inputs = reporter.safely("read the fit arguments", lambda: _fit_inputs(original, estimator, args, kwargs))
     x, y, sample_weight = inputs or (None, None, None)
     if y is not None:
-        _safely(
-            settings, "log training metrics", lambda: _log_training_metrics(estimator, x, y, sample_weight)
-        )
+        reporter.safely("log training metrics", lambda: _log_training_metrics(estimator, x, y, sample_weight))
     if _is_search(estimator):
-        _safely(settings, "log the search results", lambda: _log_search(settings, session, estimator))
+        reporter.safely("log the search results", lambda: _log_search(settings, reporter, session, estimator))
     if settings.log_models:
-        _safely(settings, "log the model", lambda: _log_model(settings, estimator, x, MODEL_PATH))
-    _close_session(settings, session, "FINISHED")
+        reporter.safely("log the model", lambda: _log_model(settings, reporter, estimator, x, MODEL_PATH))
+    close_session(reporter, session, "FINISHED")
     return result
-
-
-def _param_items(params: Mapping[str, Any]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in params.items():
-        if len(key) > MAX_KEY_CHARS:
-            continue
-        text = str(value)
-        out[key] = text if len(text) <= MAX_PARAM_VALUE_CHARS else text[: MAX_PARAM_VALUE_CHARS - 3] + "..."
-    return out
 
 
 def _log_params_and_tags(settings: AutologSettings, estimator: Any) -> None:
     import keel
 
-    keel.log_params(_param_items(estimator.get_params(deep=True)))
+    keel.log_params(param_items(estimator.get_params(deep=True)))
     cls = type(estimator)
     keel.set_tags(
         {
@@ -370,7 +343,9 @@ def _first_rows(x: Any) -> Any:
     return x[:SIGNATURE_ROWS]
 
 
-def _log_model(settings: AutologSettings, estimator: Any, x: Any, artifact_path: str) -> None:
+def _log_model(
+    settings: AutologSettings, reporter: FailureReporter, estimator: Any, x: Any, artifact_path: str
+) -> None:
     from keel import sklearn as keel_sklearn
 
     # pyfunc predict of a transformer is its transform; an estimator with neither (DBSCAN...)
@@ -382,9 +357,7 @@ def _log_model(settings: AutologSettings, estimator: Any, x: Any, artifact_path:
     sample = _first_rows(x) if x is not None else None
     signature = None
     if settings.log_model_signatures and sample is not None:
-        signature = _safely(
-            settings, "infer the model signature", lambda: _infer_signature(estimator, sample)
-        )
+        signature = reporter.safely("infer the model signature", lambda: _infer_signature(estimator, sample))
     keel_sklearn.log_model(
         estimator,
         artifact_path,
@@ -392,6 +365,7 @@ def _log_model(settings: AutologSettings, estimator: Any, x: Any, artifact_path:
         input_example=sample if settings.log_input_examples else None,
         registered_model_name=settings.registered_model_name if artifact_path == MODEL_PATH else None,
         predict_method=method,
+        serialization_format=settings.serialization_format,
     )
 
 
@@ -416,24 +390,23 @@ def _is_search(estimator: Any) -> bool:
     return isinstance(estimator, BaseSearchCV)
 
 
-def _log_search(settings: AutologSettings, session: _Session, search: Any) -> None:
+def _log_search(settings: AutologSettings, reporter: FailureReporter, session: Session, search: Any) -> None:
     import keel
 
     if not hasattr(search, "cv_results_"):
         return
     if isinstance(getattr(search, "best_params_", None), dict):
-        keel.log_params(_param_items({f"best_{k}": v for k, v in search.best_params_.items()}))
+        keel.log_params(param_items({f"best_{k}": v for k, v in search.best_params_.items()}))
     best_score = getattr(search, "best_score_", None)
     if best_score is not None:
         keel.log_metrics({"best_cv_score": float(best_score)})
-    _safely(settings, f"log {CV_RESULTS_FILE}", lambda: _log_cv_results(search.cv_results_))
+    reporter.safely(f"log {CV_RESULTS_FILE}", lambda: _log_cv_results(search.cv_results_))
     if settings.log_models and hasattr(search, "best_estimator_"):
-        _safely(
-            settings,
+        reporter.safely(
             "log the best estimator",
-            lambda: _log_model(settings, search.best_estimator_, None, BEST_ESTIMATOR_PATH),
+            lambda: _log_model(settings, reporter, search.best_estimator_, None, BEST_ESTIMATOR_PATH),
         )
-    _safely(settings, "log the candidates as child runs", lambda: _log_child_runs(settings, session, search))
+    reporter.safely("log the candidates as child runs", lambda: _log_child_runs(settings, session, search))
 
 
 def _log_cv_results(cv_results: Mapping[str, Any]) -> None:
@@ -460,7 +433,7 @@ def _candidate_order(search: Any) -> list[int]:
     )
 
 
-def _log_child_runs(settings: AutologSettings, session: _Session, search: Any) -> None:
+def _log_child_runs(settings: AutologSettings, session: Session, search: Any) -> None:
     from keel.client import Client
     from keel.entities import Metric, Param, RunTag
 
@@ -484,7 +457,7 @@ def _log_child_runs(settings: AutologSettings, session: _Session, search: Any) -
             and len(key) <= MAX_KEY_CHARS
             and _is_real(values[i])
         ]
-        params = [Param(k, v) for k, v in _param_items(results["params"][i]).items()]
+        params = [Param(k, v) for k, v in param_items(results["params"][i]).items()]
         client.log_batch(
             child.info.run_id,
             metrics=metrics,
