@@ -16,7 +16,8 @@ PYTEST_ARGS ?=
 PROTOC = PATH=$(abspath $(VENV))/bin:$$PATH $(abspath $(PY)) -m grpc_tools.protoc -I protos
 
 .PHONY: venv proto proto-check lint test fuzz test-chaos serve demo clean distclean bench-venv \
-        bench-tracking bench-artifacts bench-registry bench-inference bench-filters bench-security
+        bench-tracking bench-artifacts bench-registry bench-inference bench-filters bench-security \
+        bench-autolog bench-evaluate bench-batch
 
 # ---------------------------------------------------------------- environment
 venv: $(STAMP)
@@ -105,7 +106,7 @@ bench-venv: $(BENCH_STAMP)
 
 $(BENCH_STAMP):
 	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
-	$(BENCH_VENV)/bin/python -m pip install -q mlflow boto3  # boto3: the S3 artifact anchor
+	$(BENCH_VENV)/bin/python -m pip install -q mlflow boto3 shap==0.51.0  # boto3: the S3 artifact anchor; shap: bench-evaluate
 	touch $@
 
 bench-tracking bench-artifacts bench-registry bench-inference: bench-%: $(STAMP) $(BENCH_STAMP)
@@ -118,6 +119,20 @@ bench-filters: $(STAMP)
 # What auth, the audit log and TLS add per call (issue #14; keel against itself, no MLflow anchor).
 bench-security: $(STAMP)
 	$(PY) bench/bench_security.py
+
+# What PyTorch autologging adds to a Lightning epoch (issue #19; keel against itself).
+bench-autolog: $(STAMP)
+	$(PY) bench/bench_autolog.py
+
+# keel.evaluate with SHAP against mlflow.models.evaluate (issue #19). A bench venv made before
+# shap joined it gets shap here.
+bench-evaluate: $(STAMP) $(BENCH_STAMP)
+	$(BENCH_VENV)/bin/python -c "import shap" 2>/dev/null || $(BENCH_VENV)/bin/python -m pip install -q shap==0.51.0
+	$(PY) bench/bench_evaluate.py
+
+# keel models predict against a plain pandas loop, and keel.pyfunc.spark_udf in local[2] (issue #17).
+bench-batch: $(STAMP)
+	$(PY) bench/bench_batch.py
 
 # ---------------------------------------------------------------- cleanup
 clean:

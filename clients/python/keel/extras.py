@@ -6,11 +6,12 @@ and ``keel server``. Everything else is an extra (see ``docs/deploy.md``)::
 
     sklearn   scikit-learn               keel.sklearn, sklearn autologging, serving sklearn models
     pytorch   torch                      keel.pytorch, serving PyTorch models
-    eval      scikit-learn, matplotlib,  keel.evaluate (metrics and plots), keel.log_image
-              pillow
+    eval      scikit-learn, matplotlib,  keel.evaluate (metrics, plots, SHAP explanations),
+              pillow, shap               keel.log_image
     postgres  psycopg2-binary            KEEL_DB_URL=postgresql://...
     mysql     pymysql                    KEEL_DB_URL=mysql://...
     server    postgres + mysql + sklearn what a server image needs (deploy/Dockerfile)
+    spark     pyspark, pyarrow           keel.pyfunc.spark_udf
     all       every one of the above
 
 A feature whose package is missing raises ``keel.exceptions.MissingExtra`` (a
@@ -49,11 +50,22 @@ PACKAGES: dict[str, str] = {
 EXTRAS: dict[str, tuple[str, ...]] = {
     "sklearn": ("scikit-learn",),
     "pytorch": ("torch",),
-    "eval": ("scikit-learn", "matplotlib", "pillow"),
+    "eval": ("scikit-learn", "matplotlib", "pillow", "shap"),
     "postgres": ("psycopg2-binary",),
     "mysql": ("pymysql",),
     "server": ("psycopg2-binary", "pymysql", "scikit-learn"),
-    "all": ("scikit-learn", "torch", "matplotlib", "pillow", "psycopg2-binary", "pymysql"),
+    "spark": ("pyspark", "pyarrow"),
+    "all": (
+        "scikit-learn",
+        "torch",
+        "matplotlib",
+        "pillow",
+        "shap",
+        "psycopg2-binary",
+        "pymysql",
+        "pyspark",
+        "pyarrow",
+    ),
 }
 
 

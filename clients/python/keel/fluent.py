@@ -146,6 +146,10 @@ def start_run(
             reason="RUN_ALREADY_ACTIVE",
         )
     client = _client()
+    if run_id is None and not nested:
+        # Set by `keel run` for the project's command (MLflow's MLFLOW_RUN_ID): continue that
+        # run, once; a later start_run in this process starts a new one.
+        run_id = os.environ.pop("KEEL_RUN_ID", None) or None
     if run_id is not None:
         existing = client.get_run(run_id)
         if existing.info.lifecycle_stage != "active":

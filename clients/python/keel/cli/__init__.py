@@ -10,7 +10,14 @@ import sys
 from keel.exceptions import KeelError
 
 # Command-group modules, in help order. Each defines register(subparsers).
-GROUPS = ("keel.cli.server", "keel.cli.tracking", "keel.cli.models", "keel.cli.artifacts", "keel.cli.auth")
+GROUPS = (
+    "keel.cli.server",
+    "keel.cli.tracking",
+    "keel.cli.projects",
+    "keel.cli.models",
+    "keel.cli.artifacts",
+    "keel.cli.auth",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,6 +9,7 @@ Loading unpickles the model: only load models from a trusted registry or path.
 
 from keel.pyfunc.model import PythonModel, PythonModelContext, log_model, save_model
 from keel.pyfunc.pyfunc_model import PyFuncModel, load_model
+from keel.pyfunc.spark import spark_udf
 
 FLAVOR_NAME = "python_function"
 
@@ -20,4 +21,5 @@ __all__ = [
     "load_model",
     "log_model",
     "save_model",
+    "spark_udf",
 ]
