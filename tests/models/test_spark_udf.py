@@ -25,6 +25,7 @@ pytest.importorskip("torch")
 import torch  # noqa: E402
 from pyspark.sql import DataFrame, SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
+from server_fixtures import ServerHandle, running_server  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
@@ -138,7 +139,16 @@ def sdf(spark: SparkSession, iris_like: pd.DataFrame) -> DataFrame:
 
 
 @pytest.fixture(scope="module")
-def sklearn_uri(keel_server: Any, iris_like: pd.DataFrame) -> str:
+def keel_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
+    """One SQLite server for the module: the registry only hands the model over, and what is
+    tested here is Spark's side (the contract suites cover the three databases)."""
+    root = tmp_path_factory.mktemp("spark-keel")
+    with running_server(f"sqlite:///{root}/keel.db", f"file://{root}/artifacts") as handle:
+        yield handle
+
+
+@pytest.fixture(scope="module")
+def sklearn_uri(keel_server: ServerHandle, iris_like: pd.DataFrame) -> str:
     keel.set_tracking_uri(keel_server.uri)
     client = keel.Client(keel_server.uri)
     X = iris_like[FEATURES]
@@ -158,6 +168,7 @@ def _ordered(result: DataFrame) -> pd.DataFrame:
 def test_sklearn_model_from_the_registry_matches_pyfunc_and_loads_once_per_worker(
     spark: SparkSession, sdf: DataFrame, iris_like: pd.DataFrame, sklearn_uri: str, load_log: Path
 ) -> None:
+    (load_log / "sklearn.log").unlink(missing_ok=True)  # count this test's loads only
     predict = keel.pyfunc.spark_udf(spark, sklearn_uri)
     assert predict.result_type.simpleString() == "bigint"  # the output schema: one long column
     expected = keel.pyfunc.load_model(sklearn_uri).predict(iris_like)
