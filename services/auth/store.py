@@ -144,13 +144,7 @@ class AuthStore:
         return None if row is None else self._user(row)
 
     def list_users(self, requested_size: int, token: str) -> tuple[list[UserRecord], str]:
-        size = page_size(requested_size, LIST_PAGE_DEFAULT, LIST_PAGE_MAX)
-        bound = fingerprint("users")
-        cursor = decode_token(token, bound)
-        query = Principal.select().order_by(Principal.name)
-        if cursor is not None:
-            query = query.where(Principal.name > str(cursor[0]))
-        rows, next_token = trim(list(query.limit(size + 1)), size, lambda r: [r.name], bound)
+        rows, next_token = _page_by_name(Principal, "users", requested_size, token)
         return [self._user(row) for row in rows], next_token
 
     def disable_user(self, name: str) -> UserRecord:
@@ -198,13 +192,7 @@ class AuthStore:
         return self._group(group_row)
 
     def list_groups(self, requested_size: int, token: str) -> tuple[list[GroupRecord], str]:
-        size = page_size(requested_size, LIST_PAGE_DEFAULT, LIST_PAGE_MAX)
-        bound = fingerprint("groups")
-        cursor = decode_token(token, bound)
-        query = PrincipalGroup.select().order_by(PrincipalGroup.name)
-        if cursor is not None:
-            query = query.where(PrincipalGroup.name > str(cursor[0]))
-        rows, next_token = trim(list(query.limit(size + 1)), size, lambda r: [r.name], bound)
+        rows, next_token = _page_by_name(PrincipalGroup, "groups", requested_size, token)
         return [self._group(row) for row in rows], next_token
 
     def group_ids_of(self, principal_id: int) -> tuple[int, ...]:
@@ -469,6 +457,17 @@ class AuthStore:
             expiry_time=row.expiry_time,
             revoked_time=row.revoked_time,
         )
+
+
+def _page_by_name(model: Any, what: str, requested_size: int, token: str) -> tuple[list[Any], str]:
+    """One page of users or groups in name order (names are unique: the name is the cursor)."""
+    size = page_size(requested_size, LIST_PAGE_DEFAULT, LIST_PAGE_MAX)
+    bound = fingerprint(what)
+    cursor = decode_token(token, bound)
+    query = model.select().order_by(model.name)
+    if cursor is not None:
+        query = query.where(model.name > str(cursor[0]))
+    return trim(list(query.limit(size + 1)), size, lambda r: [r.name], bound)
 
 
 __all__ = ["ADMIN_USER", "AuthStore"]
