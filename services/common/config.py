@@ -38,6 +38,14 @@ class Settings:
     metrics_port: int = 0
     # Inference: optional MLflow-compatible HTTP scoring port (0 = off).
     http_port: int = 0
+    # MLflow's REST API for the unmodified `mlflow` client (docs/mlflow-port.md; 0 = off).
+    mlflow_port: int = 0
+    # The web console (docs/console.md; 0 = off).
+    ui_port: int = 0
+    # Console behind a trusted proxy (docs/console.md): the request header naming the signed-in
+    # user, and the token of an admin service account the console acts for that user with.
+    ui_identity_header: str = ""
+    ui_token: str = field(default="", repr=False)
     # Inference: seconds between polls of the registry for stage/alias moves.
     registry_poll_seconds: float = 2.0
     # Let several processes listen on one port (SO_REUSEPORT): `keel models serve --workers N`.
@@ -113,6 +121,11 @@ class Settings:
             )
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("TLS needs both --tls-cert and --tls-key (KEEL_TLS_CERT, KEEL_TLS_KEY)")
+        if self.ui_identity_header and not self.ui_token:
+            raise ValueError(
+                "KEEL_UI_IDENTITY_HEADER needs KEEL_UI_TOKEN: the token of the admin service account the "
+                "console acts for the proxy's users with (docs/console.md)"
+            )
         if self.tls_client_ca and not self.tls_cert:
             raise ValueError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key too")
 

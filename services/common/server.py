@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -31,6 +31,8 @@ from keel_server.common import db as dbmod
 from keel_server.common import discovery, metrics
 from keel_server.common.app import App
 from keel_server.common.config import Settings
+from keel_server.common.gateway import Gateway, internal_socket
+from keel_server.common.http import HTTPApp
 from keel_server.common.interceptors import KeelServerInterceptor
 from keel_server.common.memory import tune_allocator
 from keel_server.common.metrics import serve_metrics
@@ -64,11 +66,15 @@ class RunningServer:
     app: App
     health: health.HealthServicer
     service_names: list[str]
+    # The HTTP front doors this process serves ("mlflow", "ui"), by name.
+    front_doors: dict[str, HTTPApp] = field(default_factory=dict)
 
     def stop(self, grace: float | None = None) -> None:
         """Marks every service NOT_SERVING, ends the endless streams, drains in-flight calls,
         then runs shutdown hooks."""
         self.health.enter_graceful_shutdown()
+        for door in self.front_doors.values():
+            door.stop()
         for hook in self.app.drain_hooks:
             try:
                 hook()
@@ -157,7 +163,20 @@ def build_server(settings: Settings, app: App | None = None) -> RunningServer:
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {settings.host}:{settings.port} (address in use or not available)")
+    # The HTTP front doors (MLflow REST port, console) call this server's services as gRPC
+    # clients over a private Unix socket, so auth, validation and the audit log apply unchanged.
+    internal = internal_socket() if settings.mlflow_port or settings.ui_port else ""
+    if internal:
+        server.add_insecure_port(internal)
+        app.shutdown_hooks.append(lambda: _remove_socket(internal))
     server.start()
+    front_doors: dict[str, HTTPApp] = {}
+    if internal:
+        try:
+            front_doors = _start_front_doors(settings, internal, port)
+        except BaseException:
+            server.stop(0)
+            raise
     if set(ARTIFACT_WRITERS) & set(settings.services):
         sweeper = UploadSweeper(app)
         app.shutdown_hooks.append(sweeper.stop)
@@ -166,8 +185,46 @@ def build_server(settings: Settings, app: App | None = None) -> RunningServer:
         serve_metrics(settings.host, settings.metrics_port, ssl_context(settings))
     log.info("keel listening", extra={"port": port, "service": ",".join(settings.services)})
     return RunningServer(
-        server=server, port=port, app=app, health=health_servicer, service_names=service_names
+        server=server,
+        port=port,
+        app=app,
+        health=health_servicer,
+        service_names=service_names,
+        front_doors=front_doors,
     )
+
+
+def _start_front_doors(settings: Settings, internal: str, grpc_port: int) -> dict[str, HTTPApp]:
+    """The MLflow REST port and the console, each a gRPC client of this server's services (those
+    it runs over ``internal``, the others at their configured addresses)."""
+    remote = {service: settings.address_of(service) for service in ("tracking", "registry", "artifacts", "inference")}
+    gateway = Gateway.for_server(internal, settings.services, remote)
+    context = ssl_context(settings)
+    doors: dict[str, HTTPApp] = {}
+    try:
+        if settings.mlflow_port:
+            from keel_server.mlflow_port.app import start_mlflow_port
+
+            doors["mlflow"] = start_mlflow_port(settings, gateway, grpc_port, context)
+        if settings.ui_port:
+            from keel_server.console.app import start_console
+
+            doors["ui"] = start_console(settings, gateway, context)
+    except BaseException:
+        for door in doors.values():
+            door.stop()
+        raise
+    return doors
+
+
+def _remove_socket(address: str) -> None:
+    path = address.removeprefix("unix:")
+    for remove in (os.unlink, os.rmdir):
+        try:
+            remove(path)
+        except OSError:
+            pass
+        path = os.path.dirname(path)
 
 
 def serve(settings: Settings) -> None:
@@ -185,6 +242,10 @@ def serve(settings: Settings) -> None:
     print(
         f"keel server listening on {settings.host}:{running.port} ({','.join(settings.services)})", flush=True
     )
+    for name, door in running.front_doors.items():
+        label = {"mlflow": "MLflow REST API", "ui": "console"}.get(name, name)
+        scheme_ = "https" if settings.tls_enabled else "http"
+        print(f"keel {label} on {scheme_}://{settings.host}:{door.port}", flush=True)
     stop_requested.wait()
     # Whatever happens from here on, the process ends by the grace period plus the bound.
     exit_by = time.monotonic() + settings.grace_seconds + SHUTDOWN_BOUND_SECONDS

@@ -111,7 +111,9 @@ def _targets(imp: Import, known: dict[str, Path]) -> set[str]:
 # The server's imports of the SDK
 # ---------------------------------------------------------------------------------------------
 
-SERVER_MAY_IMPORT = ("keel.exceptions", "keel.shared", "keel.models", "keel.pyfunc", "keel.sklearn", "keel.pytorch")
+# keel.channels: how a keel client opens a channel; the server's HTTP front doors (MLflow REST
+# port, console) are clients of keel's own services.
+SERVER_MAY_IMPORT = ("keel.exceptions", "keel.channels", "keel.shared", "keel.models", "keel.pyfunc", "keel.sklearn", "keel.pytorch")
 # Public names of the package root the server may use: the version it reports, and the client
 # of a remote keel that the standalone model server (keel models serve) is by design.
 SERVER_MAY_USE_FROM_ROOT = ("__version__", "Client")
@@ -226,6 +228,7 @@ def test_the_shared_layer_is_pure() -> None:
 
 LAYERS = (
     "exceptions",
+    "channels",
     "shared grammar and format",
     "flavors",
     "pyfunc",
@@ -243,13 +246,15 @@ def layer(module: str) -> int:
         return LAYERS.index("exceptions")
     if module == "keel.models.flavor_registry" or module == "keel.pyfunc" or module.startswith("keel.pyfunc."):
         return LAYERS.index("pyfunc")  # the registry is pyfunc's allowlist of flavor loaders
+    if module == "keel.channels":
+        return LAYERS.index("channels")
     if module.startswith(("keel.shared", "keel.models")) or STUBS.fullmatch(module):
         return LAYERS.index("shared grammar and format")
     if module in ("keel.sklearn", "keel.pytorch"):
         return LAYERS.index("flavors")
     if module.startswith(("keel.evaluation", "keel.autologging")):
         return LAYERS.index("evaluation and autologging")
-    if module == "keel.cli" or module.startswith("keel.cli."):
+    if module in ("keel.cli", "keel.__main__") or module.startswith("keel.cli."):
         return LAYERS.index("cli")
     return LAYERS.index("client and fluent")
 

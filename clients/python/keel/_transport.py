@@ -12,26 +12,31 @@ made), and every call on it, unary or streaming, carries the tracking token (``s
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import random
 import re
-import socket
-import ssl
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import grpc
 
+from keel.channels import (  # noqa: F401 - re-exported: the SDK's modules and tests use them from here
+    MAX_MESSAGE_BYTES,
+    TLS_CA_VARIABLE,
+    TLS_CLIENT_CERT_VARIABLE,
+    TLS_CLIENT_KEY_VARIABLE,
+    _has_replicas,
+    channel_credentials,
+    open_plain_channel,
+    parse_target,
+)
 from keel.exceptions import InvalidArgument, KeelError, from_rpc_error
 
 DEFAULT_TRACKING_URI = "grpc://127.0.0.1:50051"
 DEFAULT_TIMEOUT_S = 60.0
-MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 # Retries of UNAVAILABLE for idempotent calls: they go on for up to RETRY_BUDGET_S seconds after
 # the first failure (long enough to cover a server restart), waiting RETRY_BASE_S doubling up to
 # RETRY_MAX_S, jittered by ±50%, between attempts. A call to a server that stays down therefore
@@ -39,19 +44,8 @@ MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 RETRY_BUDGET_S = 8.0
 RETRY_BASE_S = 0.1
 RETRY_MAX_S = 1.0
-# How soon a channel that lost its server tries to connect again. gRPC's defaults (1 s, growing
-# 1.6x per failed attempt up to 120 s) leave a channel that saw its server go away unable to reach
-# the restarted server for seconds, longer than the retries above wait; keel's channels try again
-# after 0.1 s, growing to at most 1 s (both ±20% jitter).
-RECONNECT_INITIAL_MS = 100
-RECONNECT_MAX_MS = 1000
-
 T = TypeVar("T")
 
-# Client TLS files (PEM), read when a grpcs:// channel is made.
-TLS_CA_VARIABLE = "KEEL_TLS_CA"
-TLS_CLIENT_CERT_VARIABLE = "KEEL_TLS_CLIENT_CERT"
-TLS_CLIENT_KEY_VARIABLE = "KEEL_TLS_CLIENT_KEY"
 TOKEN_VARIABLE = "KEEL_TRACKING_TOKEN"
 # What a bearer token may hold: printable ASCII without spaces (a valid gRPC metadata value,
 # and every token format in use: RFC 6750's b64token, JWTs, keel's own tokens).
@@ -64,15 +58,107 @@ _tracking_token: str | None = None
 
 
 def set_tracking_uri(uri: str) -> None:
-    """Sets the URI every later call of this process uses (``grpc://host:port``)."""
+    """Sets the URI every later call of this process uses (``grpc://host:port``).
+
+    An ``http(s)://host:port`` URI must be a keel server's MLflow REST port (``--mlflow-port``):
+    it is asked once, now, where its gRPC service is, and that ``grpc://`` URI is used from then
+    on (``get_tracking_uri()`` returns it). Any other address raises ``InvalidArgument``.
+    """
     global _tracking_uri
+    if _is_http(uri):
+        uri = resolve_tracking_uri(uri)
     parse_target(uri)  # validate now, not at the first call
     _tracking_uri = uri
 
 
 def get_tracking_uri() -> str:
-    """The explicit URI, else ``KEEL_TRACKING_URI``, else ``grpc://127.0.0.1:50051``."""
-    return _tracking_uri or os.environ.get("KEEL_TRACKING_URI") or DEFAULT_TRACKING_URI
+    """The explicit URI, else ``KEEL_TRACKING_URI``, else ``grpc://127.0.0.1:50051``; an
+    ``http://`` one (a keel server's MLflow port) as the ``grpc://`` URI that port names."""
+    return _tracking_uri or resolve_tracking_uri(os.environ.get("KEEL_TRACKING_URI") or DEFAULT_TRACKING_URI)
+
+
+# --- http:// tracking URIs: a keel server's MLflow REST port names its gRPC address ---------------
+SERVER_INFO_PATH = "/api/2.0/keel/server-info"
+SERVER_INFO_TIMEOUT_S = 10.0
+_HTTP_ADVICE = (
+    "keel speaks gRPC; use grpc://host:port (grpcs:// with TLS), or point at a keel server's "
+    "--mlflow-port (its MLflow REST port), which tells the SDK where the gRPC service is"
+)
+_resolved_http: dict[str, str] = {}
+
+
+def _is_http(uri: str) -> bool:
+    return uri.lower().startswith(("http://", "https://"))
+
+
+def resolve_tracking_uri(uri: str) -> str:
+    """``uri`` itself, or for ``http(s)://host:port`` the ``grpc://`` URI that keel server's
+    MLflow port reports at ``/api/2.0/keel/server-info`` (asked once per URI and process)."""
+    if not _is_http(uri):
+        return uri
+    found = _resolved_http.get(uri)
+    if found is None:
+        found = _ask_server_info(uri)
+        with _lock:
+            _resolved_http[uri] = found
+    return found
+
+
+def _ask_server_info(uri: str) -> str:
+    import json
+    import ssl
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    base = uri.rstrip("/")
+    try:
+        parts = urlsplit(base)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        host = None
+    if not host:
+        raise InvalidArgument(
+            f"tracking URI {uri!r} is not a URL of the form http://host:port; {_HTTP_ADVICE}",
+            reason="INVALID_TRACKING_URI",
+        )
+
+    def fail(why: str) -> InvalidArgument:
+        return InvalidArgument(f"tracking URI {uri!r}: {why}. {_HTTP_ADVICE}", reason="INVALID_TRACKING_URI")
+
+    request = urllib.request.Request(base + SERVER_INFO_PATH, headers={"Accept": "application/json"})
+    token = get_tracking_token()
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    context = None
+    if parts.scheme.lower() == "https":
+        context = ssl.create_default_context(cafile=os.environ.get(TLS_CA_VARIABLE) or None)
+    try:
+        with urllib.request.urlopen(request, timeout=SERVER_INFO_TIMEOUT_S, context=context) as reply:  # noqa: S310
+            body = reply.read(65536)
+    except urllib.error.HTTPError as exc:
+        raise fail(f"{base}{SERVER_INFO_PATH} answered HTTP {exc.code}, so this is not a keel MLflow port") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise fail(f"cannot reach {base} ({reason})") from None
+    try:
+        info = json.loads(body)
+        grpc_uri = info["grpc_uri"]
+        if not isinstance(grpc_uri, str):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        raise fail(f"{base}{SERVER_INFO_PATH} did not answer keel's server info (JSON with grpc_uri)") from None
+    scheme, sep, rest = grpc_uri.partition("://")
+    target_host, colon, port = rest.rpartition(":")
+    if sep and colon and target_host.strip("[]") in ("", "0.0.0.0", "::"):
+        # the server listens on every address: reach it where its MLflow port was reached
+        grpc_uri = f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+    try:
+        parse_target(grpc_uri)
+    except InvalidArgument:
+        raise fail(f"its server info names {grpc_uri!r}, which is not a grpc:// URI") from None
+    return grpc_uri
 
 
 def set_tracking_token(token: str | None) -> None:
@@ -106,72 +192,6 @@ def _checked_token(token: str, source: str) -> str:
     return token
 
 
-_URI_FORMS = "use grpc://host:port (or grpcs://host:port for TLS; grpc://host1:port1,host2:port2 for replicas)"
-
-
-def parse_target(uri: str) -> tuple[str, bool]:
-    """``grpc://host:port`` → (the gRPC target, secure=False); ``grpcs://`` → secure.
-
-    Several replicas, ``grpc://host1:port1,host2:port2``, become one ``ipv4:``/``ipv6:`` target
-    of their addresses (names resolved now), over which the channel spreads calls round-robin.
-    """
-    scheme, sep, rest = uri.partition("://")
-    hosts = [_host_port(uri, part) for part in rest.split(",")] if sep and scheme in ("grpc", "grpcs") else []
-    if not hosts:
-        raise InvalidArgument(f"tracking URI {uri!r} is not supported: {_URI_FORMS}", reason="INVALID_TRACKING_URI")
-    secure = scheme == "grpcs"
-    if len(hosts) == 1:
-        host, port = hosts[0]
-        return f"{f'[{host}]' if ':' in host else host}:{port}", secure
-    addresses = [_resolve(uri, host, port) for host, port in hosts]
-    families = {family for family, _ in addresses}
-    if len(families) != 1:
-        raise InvalidArgument(
-            f"tracking URI {uri!r} mixes IPv4 and IPv6 replicas: list replicas of one family",
-            reason="INVALID_TRACKING_URI",
-        )
-    return f"{families.pop()}:{','.join(address for _, address in addresses)}", secure
-
-
-def _has_replicas(target: str) -> bool:
-    """A list of replicas, or a DNS name (which may have several A records); not an IP literal
-    or localhost, where round-robin has nothing to spread over."""
-    if target.startswith(("ipv4:", "ipv6:")):
-        return True
-    host = target.rsplit(":", 1)[0].strip("[]")
-    try:
-        ipaddress.ip_address(host)
-        return False
-    except ValueError:
-        return host != "localhost"
-
-
-def _host_port(uri: str, part: str) -> tuple[str, int]:
-    parts = urlsplit(f"grpc://{part.strip()}")
-    try:
-        port = parts.port or 50051
-    except ValueError:
-        port = 0
-    if not parts.hostname or not port or parts.path or parts.query:
-        raise InvalidArgument(
-            f"tracking URI {uri!r}: {part!r} is not host:port; {_URI_FORMS}", reason="INVALID_TRACKING_URI"
-        )
-    return parts.hostname, port
-
-
-def _resolve(uri: str, host: str, port: int) -> tuple[str, str]:
-    """("ipv4" or "ipv6", the address as a gRPC ipv4:/ipv6: target lists it)."""
-    try:
-        family, *_, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    except OSError as exc:
-        raise InvalidArgument(
-            f"tracking URI {uri!r}: cannot resolve replica {host!r}: {exc}", reason="INVALID_TRACKING_URI"
-        ) from None
-    if family == socket.AF_INET6:
-        return "ipv6", f"[{sockaddr[0]}]:{port}"
-    return "ipv4", f"{sockaddr[0]}:{port}"
-
-
 def new_request_id() -> str:
     """An idempotency key for one write that the SDK may retry (CreateRun, LogBatch,
     CreateModelVersion): the server applies it once however often it arrives."""
@@ -179,8 +199,8 @@ def new_request_id() -> str:
 
 
 def transport(uri: str | None = None) -> Transport:
-    """The shared transport (one channel) of a URI."""
-    key = uri or get_tracking_uri()
+    """The shared transport (one channel) of a URI (an ``http://`` one: see ``set_tracking_uri``)."""
+    key = resolve_tracking_uri(uri) if uri else get_tracking_uri()
     found = _transports.get(key)
     if found is not None:
         return found
@@ -235,95 +255,10 @@ class _TokenInterceptor(
         return continuation(self._with_token(details), requests)
 
 
-def _read_tls_file(variable: str, kind: str) -> bytes | None:
-    """The PEM bytes of the file named by ``variable`` (None when unset)."""
-    path = os.environ.get(variable, "").strip()
-    if not path:
-        return None
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise InvalidArgument(
-            f"{variable}={path!r} cannot be read: {exc.strerror or exc}", reason="INVALID_TLS_CONFIG"
-        ) from None
-    if b"-----BEGIN " not in data or kind.encode() + b"-----" not in data:
-        raise InvalidArgument(
-            f"{variable}={path!r} is not a PEM {kind.lower()} (no '-----BEGIN ...{kind}-----' block)",
-            reason="INVALID_TLS_CONFIG",
-        )
-    return data
-
-
-def _no_password() -> bytes:
-    raise ValueError("the private key is encrypted; keel needs an unencrypted key")
-
-
-def channel_credentials() -> grpc.ChannelCredentials:
-    """TLS credentials of a ``grpcs://`` channel: the server is verified against ``KEEL_TLS_CA``
-    (a PEM bundle: a private CA) or else the system's roots; ``KEEL_TLS_CLIENT_CERT`` and
-    ``KEEL_TLS_CLIENT_KEY`` (both or neither) present a client certificate (mutual TLS)."""
-    root = _read_tls_file(TLS_CA_VARIABLE, "CERTIFICATE")
-    cert = _read_tls_file(TLS_CLIENT_CERT_VARIABLE, "CERTIFICATE")
-    key = _read_tls_file(TLS_CLIENT_KEY_VARIABLE, "PRIVATE KEY")
-    if (cert is None) != (key is None):
-        given, missing = (
-            (TLS_CLIENT_CERT_VARIABLE, TLS_CLIENT_KEY_VARIABLE)
-            if key is None
-            else (TLS_CLIENT_KEY_VARIABLE, TLS_CLIENT_CERT_VARIABLE)
-        )
-        raise InvalidArgument(
-            f"{given} is set but {missing} is not: a client certificate (mutual TLS) needs both",
-            reason="INVALID_TLS_CONFIG",
-        )
-    if cert is not None:
-        # A bad pair would only show as a failed handshake, far from its cause: say so now.
-        cert_path = os.environ[TLS_CLIENT_CERT_VARIABLE].strip()
-        key_path = os.environ[TLS_CLIENT_KEY_VARIABLE].strip()
-        try:
-            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(cert_path, key_path, password=_no_password)
-        except (ssl.SSLError, ValueError) as exc:
-            if isinstance(exc, ssl.SSLError) and exc.reason == "KEY_VALUES_MISMATCH":
-                problem = f"{TLS_CLIENT_KEY_VARIABLE}={key_path!r} is not the private key of {TLS_CLIENT_CERT_VARIABLE}={cert_path!r}"
-            else:
-                detail = exc.reason if isinstance(exc, ssl.SSLError) and exc.reason else exc
-                problem = (
-                    f"{TLS_CLIENT_CERT_VARIABLE}={cert_path!r} and {TLS_CLIENT_KEY_VARIABLE}={key_path!r} are not "
-                    f"a valid certificate and private key ({detail})"
-                )
-            raise InvalidArgument(problem, reason="INVALID_TLS_CONFIG") from None
-    return grpc.ssl_channel_credentials(root_certificates=root, private_key=key, certificate_chain=cert)
-
-
 def open_channel(uri: str) -> grpc.Channel:
     """The one way the SDK opens a channel: keel's limits, keepalive and reconnect pacing,
     round-robin over replicas, TLS for ``grpcs://`` and the tracking token on every call."""
-    target, secure = parse_target(uri)
-    options: list[tuple[str, Any]] = [
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.keepalive_time_ms", 30000),
-        ("grpc.enable_retries", 0),  # we retry ourselves, idempotent calls only
-        # (grpc.min_reconnect_backoff_ms stays at its default: gRPC takes it as the least time
-        # a connection attempt is given, which must suit slow links and TLS handshakes.)
-        ("grpc.initial_reconnect_backoff_ms", RECONNECT_INITIAL_MS),
-        ("grpc.max_reconnect_backoff_ms", RECONNECT_MAX_MS),
-    ]
-    if _has_replicas(target):
-        # Replicas: spread calls over every connected one; a retry after UNAVAILABLE lands on
-        # another replica when one dies.
-        options.append(("grpc.lb_policy_name", "round_robin"))
-    if secure and target.startswith(("ipv4:", "ipv6:")):
-        # Replicas were resolved to addresses; their certificate is checked against the name the
-        # user wrote (the first replica's), not an IP address.
-        host, port = _host_port(uri, uri.partition("://")[2].split(",")[0])
-        options.append(("grpc.default_authority", f"{f'[{host}]' if ':' in host else host}:{port}"))
-    channel = (
-        grpc.secure_channel(target, channel_credentials(), options=options)
-        if secure
-        else grpc.insecure_channel(target, options=options)
-    )
-    return grpc.intercept_channel(channel, _TokenInterceptor())
+    return grpc.intercept_channel(open_plain_channel(uri), _TokenInterceptor())
 
 
 class Transport:
@@ -411,6 +346,7 @@ __all__ = [
     "get_tracking_uri",
     "map_errors",
     "open_channel",
+    "resolve_tracking_uri",
     "set_tracking_token",
     "set_tracking_uri",
     "transport",

@@ -22,6 +22,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--http-port", type=int, help="inference: MLflow-compatible HTTP scoring port (0 = off)"
     )
     server.add_argument("--metrics-port", type=int, help="Prometheus metrics port (0 = off)")
+    server.add_argument(
+        "--mlflow-port",
+        type=int,
+        help="serve MLflow's REST API here for the unmodified mlflow client (0 = off; $KEEL_MLFLOW_PORT; "
+        "docs/mlflow-port.md)",
+    )
+    server.add_argument("--ui-port", type=int, help="serve the web console here (0 = off; $KEEL_UI_PORT)")
     server.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     for service in ("tracking", "registry", "artifacts", "inference"):
         server.add_argument(
@@ -66,6 +73,8 @@ def _settings(args: argparse.Namespace):  # -> Settings (kept lazy: keel_server 
             "max_workers",
             "http_port",
             "metrics_port",
+            "mlflow_port",
+            "ui_port",
             "log_level",
             "tracking_address",
             "registry_address",
