@@ -43,7 +43,7 @@ OUTCOME_OK, OUTCOME_DENIED, OUTCOME_UNAUTHENTICATED = 1, 2, 3
 ANONYMOUS = "anonymous"
 # What Event.resource_type may hold (audit.proto), and the two scopes a resource belongs to.
 RESOURCE_TYPES = (
-    "experiment", "run", "model", "model_version", "deployment", "artifact",
+    "experiment", "run", "logged_model", "model", "model_version", "deployment", "artifact",
     "user", "group", "token", "permission",
 )  # fmt: skip
 SCOPE_EXPERIMENT, SCOPE_MODEL = "experiment", "model"

@@ -19,9 +19,11 @@ class Caller:
     admin: bool = False
     service_account: bool = False
     group_ids: tuple[int, ...] = ()
-    # "token", "admin-token" or "certificate".
+    # "token", "admin-token", "certificate" or "act-as".
     auth_method: str = "token"
     token_id: str = ""
+    # The admin service account acting for this user (x-keel-act-as; docs/auth.md), else ''.
+    via: str = ""
 
 
 caller_var: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("keel_caller", default=None)

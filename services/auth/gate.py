@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextvars
 import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import grpc
@@ -21,12 +21,15 @@ from keel_server.auth import policy, visibility
 from keel_server.auth.context import Caller, caller_var
 from keel_server.auth.guard import Decision, Guard
 from keel_server.common.config import Settings
-from keel_server.common.errors import KeelError, PermissionDenied, Unauthenticated
+from keel_server.common.errors import KeelError, PermissionDenied, Unauthenticated, quote
 from keel_server.common.logs import request_id_var
 
 log = logging.getLogger("keel.auth")
 
 OUTCOME_OK, OUTCOME_DENIED, OUTCOME_UNAUTHENTICATED = 1, 2, 3
+# A trusted front end (the console behind a proxy, docs/console.md) calls as an admin service
+# account with this metadata naming the user it acts for; the call then runs as that user.
+ACT_AS_METADATA = "x-keel-act-as"
 ANONYMOUS = "anonymous"
 # Calls after which this replica forgets its cached identities and grants at once.
 _AUTH_CHANGES = ("/keel.auth.v1.AuthService/",)
@@ -84,6 +87,13 @@ class Gate:
             except Unauthenticated:
                 self._record_refusal(method, rule, request, peer, "", OUTCOME_UNAUTHENTICATED)
                 raise
+            act_as = metadata.get(ACT_AS_METADATA, "")
+            if act_as:
+                try:
+                    caller = self._acting_for(caller, act_as)
+                except PermissionDenied:
+                    self._record_refusal(method, rule, request, peer, caller.name, OUTCOME_DENIED)
+                    raise
         try:
             decision = self.guard.authorize(method, rule, request, caller)
         except PermissionDenied:
@@ -94,9 +104,29 @@ class Gate:
             entered.tokens.append((caller_var, caller_var.set(caller)))
             entered.tokens.append((visibility.guard_var, visibility.guard_var.set(self.guard)))
         if self.audit and rule.mutates:
+            if caller is not None and caller.via:
+                peer = f"via {caller.via} from {peer}"[:128]  # both names in the audit log
             event = self._event(method, decision, request, peer, caller.name if caller else ANONYMOUS, OUTCOME_OK)
             entered.audit_token = recorder.begin(event)
         return entered
+
+    def _acting_for(self, caller: Caller, name: str) -> Caller:
+        """The caller ``name`` an admin service account acts for; PERMISSION_DENIED for anyone
+        else, and for a user that does not exist or is disabled."""
+        assert self.guard is not None
+        if not (caller.admin and caller.service_account):
+            raise PermissionDenied(
+                f"{caller.name} may not act for another user: {ACT_AS_METADATA} is honoured only for an "
+                "admin service account",
+                reason="ACT_AS_REFUSED",
+            )
+        target = self.guard.caller_named(name)
+        if target is None:
+            raise PermissionDenied(
+                f"{quote(name)} is not an enabled keel user: an admin creates it with `keel users create`",
+                reason="ACT_AS_UNKNOWN_USER",
+            )
+        return replace(target, via=caller.name)
 
     def check_message(self, entered: Entered | None, request: Any) -> None:
         """Authorizes one more message of a request stream (PredictStream names a deployment in each)."""

@@ -26,7 +26,7 @@ from keel_server.auth.context import Caller
 from keel_server.auth.store import ADMIN_USER, LEVEL_NAMES, LEVELS_BY_NAME, MANAGE, NONE, READ, AuthStore
 from keel_server.common import uris
 from keel_server.common.config import Settings
-from keel_server.common.db import Deployment, Experiment, RegisteredModel, Run, TransitionRequest
+from keel_server.common.db import Deployment, Experiment, LoggedModel, RegisteredModel, Run, TransitionRequest
 from keel_server.common.errors import KeelError, PermissionDenied, Unauthenticated, quote
 
 CACHE_SECONDS = 0.5
@@ -155,6 +155,18 @@ class Guard:
             return None
         return self._caller_of(principal, "certificate", "")
 
+    def caller_named(self, name: str) -> Caller | None:
+        """An enabled user or service account by name (cached like tokens), for an admin service
+        account acting for it (``gate.ACT_AS_METADATA``); None when unknown or disabled."""
+
+        def load() -> Caller | None:
+            principal = self.store.principal_named(name)
+            if principal is None or principal.disabled:
+                return None
+            return self._caller_of(principal, "act-as", "")
+
+        return self._callers.get(("name", name), load)  # type: ignore[no-any-return]
+
     def _caller_of(self, principal: Any, method: str, token_id: str) -> Caller:
         return Caller(
             name=principal.name,
@@ -210,6 +222,8 @@ class Guard:
             return [Scope("experiment", self._experiment_of_run(str(value)))]
         if kind == policy.RUNS:
             return [Scope("experiment", self._experiment_of_run(str(run_id))) for run_id in value] or []
+        if kind == policy.LOGGED_MODEL:
+            return [Scope("experiment", self._experiment_of_logged_model(str(value)))]
         if kind == policy.MODEL:
             return [Scope("model", str(value) if self._model_exists(str(value)) else None)]
         if kind == policy.MODEL_URI:
@@ -302,6 +316,13 @@ class Guard:
             self._run_experiments._items.pop(run_id, None)  # it may be created later: never cache absence
         return found
 
+    def _experiment_of_logged_model(self, model_id: str) -> str | None:
+        key = ("logged-model", model_id)
+        found = self._run_experiments.get(key, lambda: _logged_model_experiment(model_id))
+        if found is None:
+            self._run_experiments._items.pop(key, None)  # it may be created later: never cache absence
+        return found  # type: ignore[no-any-return]
+
     def _model_id(self, name: str) -> int | None:
         return self._names.get(("model", name), lambda: self.store.model_id(name))
 
@@ -378,6 +399,14 @@ def _run_experiment(run_id: str) -> str | None:
     return None if row is None else str(row[0])
 
 
+def _logged_model_experiment(model_id: str) -> str | None:
+    """A logged model's experiment (it never changes, like a run's)."""
+    if not model_id or len(model_id) > 64:
+        return None
+    row = LoggedModel.select(LoggedModel.experiment).where(LoggedModel.model_id == model_id).tuples().first()
+    return None if row is None else str(row[0])
+
+
 def _parsed(parse: Callable[[], str]) -> str | None:
     """What a URI names, or None when it is malformed (no resource: the handler says why)."""
     try:
@@ -420,6 +449,7 @@ _RESOURCE_TYPES = {
     policy.EXPERIMENT_NAME: "experiment",
     policy.RUN: "run",
     policy.RUNS: "run",
+    policy.LOGGED_MODEL: "logged_model",
     policy.MODEL: "model",
     policy.MODEL_URI: "model_uri",
     policy.ARTIFACT_REF: "artifact",
@@ -458,6 +488,8 @@ def _describe(need: policy.Need, value: Any) -> str:
         return f"the experiments of runs {quote(list(value))}"
     if kind == policy.RUN:
         return f"the experiment of run {quote(str(value))}"
+    if kind == policy.LOGGED_MODEL:
+        return f"the experiment of logged model {quote(str(value))}"
     if kind == policy.ARTIFACT_REF:
         return f"the run or model of {need.field} {quote(_resource_id(policy.Rule(), None, value))}"
     if kind in (policy.ARTIFACT_URI, policy.MODEL_URI):

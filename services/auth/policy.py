@@ -18,6 +18,7 @@ EXPERIMENT = "experiment"  # an experiment id
 EXPERIMENT_NAME = "experiment_name"  # an experiment name
 RUN = "run"  # a run id
 RUNS = "runs"  # a repeated field of run ids
+LOGGED_MODEL = "logged_model"  # a logged model id (m-...): the experiment it belongs to
 MODEL = "model"  # a registered model name
 MODEL_URI = "model_uri"  # models:/... or runs:/...
 ARTIFACT_REF = "artifact_ref"  # a keel.artifacts.v1.ArtifactRef (run id or artifact URI)
@@ -109,7 +110,21 @@ POLICY: dict[str, Rule] = {
     TRACKING + "LogBatch": _w(Need(RUN, "run_id", EDIT)),
     TRACKING + "GetMetricHistory": _r(Need(RUN, "run_id", READ)),
     TRACKING + "GetMetricHistoryBulk": _r(Need(RUNS, "run_ids", READ)),
+    TRACKING + "GetMetricRanges": _r(Need(RUNS, "run_ids", READ)),
+    # Narrowed in the store to the experiments the caller may read (as SearchRuns).
+    TRACKING + "ListRunDataKeys": _r(filtered=True),
     TRACKING + "SearchRuns": _r(filtered=True),
+    # Logged models: scoped by their experiment (creating one from a run writes to that run).
+    TRACKING + "CreateLoggedModel": _w(
+        Need(EXPERIMENT, "experiment_id", EDIT), Need(RUN, "source_run_id", EDIT), resource_type="logged_model"
+    ),
+    TRACKING + "GetLoggedModel": _r(Need(LOGGED_MODEL, "model_id", READ)),
+    TRACKING + "UpdateLoggedModel": _w(Need(LOGGED_MODEL, "model_id", EDIT)),
+    TRACKING + "DeleteLoggedModel": _w(Need(LOGGED_MODEL, "model_id", MANAGE)),
+    TRACKING + "SearchLoggedModels": _r(filtered=True),
+    TRACKING + "SetLoggedModelTags": _w(Need(LOGGED_MODEL, "model_id", EDIT)),
+    TRACKING + "DeleteLoggedModelTag": _w(Need(LOGGED_MODEL, "model_id", EDIT)),
+    TRACKING + "LogLoggedModelParams": _w(Need(LOGGED_MODEL, "model_id", EDIT)),
     # ---------------------------------------------------------------- registry
     REGISTRY + "CreateRegisteredModel": _w(create=True, resource_type="model", resource_field="name"),
     REGISTRY + "GetRegisteredModel": _r(Need(MODEL, "name", READ)),
@@ -192,6 +207,8 @@ POLICY: dict[str, Rule] = {
     AUTH + "GrantPermission": _w(Need(GRANT_RESOURCE, "resource", MANAGE), resource_type="permission"),
     AUTH + "RevokePermission": _w(Need(GRANT_RESOURCE, "resource", MANAGE), resource_type="permission"),
     AUTH + "ListPermissions": _r(Need(GRANT_RESOURCE, "resource", MANAGE)),
+    # The caller's own levels only (default permission on what does not exist: nothing leaks).
+    AUTH + "GetCallerPermissions": AUTHENTICATED,
     # ---------------------------------------------------------------- audit
     AUDIT + "ListEvents": _r(filtered=True),
     AUDIT + "WatchEvents": _r(filtered=True),

@@ -7,17 +7,22 @@ anyone (there is nothing to protect), so an operator can prepare users before tu
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 from google.protobuf import empty_pb2
 
 from keel.auth.v1 import auth_pb2 as pb
 from keel.auth.v1 import auth_pb2_grpc
+from keel_server.auth import policy, visibility
 from keel_server.auth.context import current_caller
 from keel_server.auth.store import LEVEL_NAMES, AuthStore, GrantRecord, GroupRecord, TokenRecord, UserRecord
 from keel_server.common.app import App
 from keel_server.common.errors import InvalidArgument
 
 _EMPTY = empty_pb2.Empty()
+# Most resources one GetCallerPermissions call may ask about.
+MAX_PERMISSION_QUERIES = 1000
 # keel.auth.v1.PermissionLevel numbers are the store's levels plus one (0 is UNSPECIFIED).
 _LEVEL_OFFSET = 1
 
@@ -98,6 +103,28 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     def ListPermissions(self, request: pb.ListPermissionsRequest, context: grpc.ServicerContext) -> pb.ListPermissionsResponse:
         resource_type, resource = _resource(request.resource)
         return pb.ListPermissionsResponse(permissions=[_permission(g) for g in self.store.list_grants(resource_type, resource)])
+
+    def GetCallerPermissions(
+        self, request: pb.GetCallerPermissionsRequest, context: grpc.ServicerContext
+    ) -> pb.GetCallerPermissionsResponse:
+        if not 1 <= len(request.resources) <= MAX_PERMISSION_QUERIES:
+            raise InvalidArgument(
+                f"resources must hold 1..{MAX_PERMISSION_QUERIES} entries, got {len(request.resources)}",
+                reason="INVALID_RESOURCES",
+                field="resources",
+            )
+        for resource in request.resources:
+            _resource(resource)
+        caller, guard = current_caller(), visibility.guard_var.get()
+        levels: list[Any]
+        if caller is None or guard is None:
+            levels = [pb.PERMISSION_LEVEL_MANAGE] * len(request.resources)
+            return pb.GetCallerPermissionsResponse(levels=levels, auth_enabled=self.app.settings.auth)
+        levels = [
+            guard.level_on(caller, guard.scopes(policy.GRANT_RESOURCE, resource, caller)[0]) + _LEVEL_OFFSET
+            for resource in request.resources
+        ]
+        return pb.GetCallerPermissionsResponse(levels=levels, auth_enabled=True)
 
     def _user_or_caller(self, user: str) -> str:
         if user:

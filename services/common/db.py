@@ -349,7 +349,62 @@ class Deployment(BaseModel):
     config = pw.TextField(default="{}")
 
 
+class LoggedModel(BaseModel):
+    """An MLflow 3 logged model (migration 6). Its files live in the artifacts of ``run`` (the
+    source run, or one keel created to hold them) at ``artifact_path``."""
+
+    model_id = pw.CharField(max_length=34, primary_key=True)  # "m-" + 32 hex
+    experiment = pw.ForeignKeyField(Experiment, backref="logged_models", on_delete="CASCADE")
+    experiment_id: int
+    run = pw.ForeignKeyField(Run, backref="logged_models", on_delete="CASCADE", column_name="run_id")
+    run_id: str
+    source_run_id = pw.CharField(max_length=32, default="")  # as given; '' when keel made the run
+    name = pw.CharField(max_length=250)
+    artifact_path = pw.CharField(max_length=250)
+    # artifact_path while the model holds its folder (PENDING or READY, not deleted), else NULL:
+    # the unique index lets one such model per (run, folder), and NULLs never collide.
+    path_claim = pw.CharField(max_length=250, null=True)
+    status = pw.CharField(max_length=16, default="PENDING")
+    status_message = pw.TextField(default="")
+    model_type = pw.CharField(max_length=250, default="")
+    lifecycle_stage = pw.CharField(max_length=16, default="active")
+    creation_time = pw.BigIntegerField(default=now_ms)
+    last_updated_time = pw.BigIntegerField(default=now_ms)
+
+    class Meta:
+        table_name = "logged_model"
+        indexes = (
+            (("run", "path_claim"), True),
+            # The default search order: experiment, lifecycle, newest first, then id (keyset pages).
+            (("experiment", "lifecycle_stage", "creation_time", "model_id"), False),
+        )
+
+
+class LoggedModelTag(BaseModel):
+    model = pw.ForeignKeyField(LoggedModel, backref="tags", on_delete="CASCADE", column_name="model_id")
+    model_id: str
+    key = pw.CharField(max_length=250)
+    value = pw.TextField()
+
+    class Meta:
+        table_name = "logged_model_tag"
+        primary_key = pw.CompositeKey("model", "key")
+
+
+class LoggedModelParam(BaseModel):
+    model = pw.ForeignKeyField(LoggedModel, backref="params", on_delete="CASCADE", column_name="model_id")
+    model_id: str
+    key = pw.CharField(max_length=250)
+    value = pw.TextField()
+
+    class Meta:
+        table_name = "logged_model_param"
+        primary_key = pw.CompositeKey("model", "key")
+
+
 TRACKING_TABLES: list[type[BaseModel]] = [Experiment, ExperimentTag, Run, Param, RunTag, Metric, LatestMetric]
+# MLflow 3 logged models (migration 6).
+LOGGED_MODEL_TABLES: list[type[BaseModel]] = [LoggedModel, LoggedModelTag, LoggedModelParam]
 REGISTRY_TABLES: list[type[BaseModel]] = [
     RegisteredModel,
     RegisteredModelTag,
@@ -490,6 +545,7 @@ ALL_TABLES: list[type[BaseModel]] = [
     *AUTH_TABLES,
     *AUDIT_TABLES,
     *APPROVAL_TABLES,
+    *LOGGED_MODEL_TABLES,
 ]
 
 

@@ -29,6 +29,8 @@ RUNS_SCHEMA = FilterSchema(
         "lifecycle_stage": FieldSpec(STRING_IN_OPS),
         "start_time": FieldSpec(NUMBER_OPS, NUMBER),
         "end_time": FieldSpec(NUMBER_OPS | NULL_OPS, NUMBER),
+        # nested runs: the children of a run (indexed), or top-level runs with IS NULL
+        "parent_run_id": FieldSpec(STRING_IN_OPS | NULL_OPS),
     },
     entities={
         "metric": FieldSpec(NUMBER_OPS, NUMBER),
@@ -62,6 +64,7 @@ RUN_ATTRIBUTE_COLUMNS: dict[str, pw.Field] = {
     "lifecycle_stage": Run.lifecycle_stage,
     "start_time": Run.start_time,
     "end_time": Run.end_time,
+    "parent_run_id": Run.parent_run_id,
 }
 
 EXPERIMENT_ATTRIBUTE_COLUMNS: dict[str, pw.Field] = {

@@ -13,6 +13,7 @@ from keel.tracking.v1 import tracking_pb2 as pb
 from keel.tracking.v1 import tracking_pb2_grpc
 from keel_server.common.app import App
 from keel_server.common.errors import InvalidArgument
+from keel_server.tracking.logged_models import LoggedModelRecord, LoggedModelStore
 from keel_server.tracking.records import (
     ACTIVE,
     ExperimentRecord,
@@ -109,6 +110,34 @@ def run_pb(r: RunRecord) -> pb.Run:
     return run
 
 
+_MODEL_STATUS_TO_PB = {
+    "PENDING": pb.LOGGED_MODEL_STATUS_PENDING,
+    "READY": pb.LOGGED_MODEL_STATUS_READY,
+    "FAILED": pb.LOGGED_MODEL_STATUS_FAILED,
+}
+_MODEL_STATUS_FROM_PB: dict[int, str] = {v: k for k, v in _MODEL_STATUS_TO_PB.items()}
+
+
+def logged_model_pb(m: LoggedModelRecord) -> pb.LoggedModel:
+    return pb.LoggedModel(
+        model_id=m.model_id,
+        experiment_id=m.experiment_id,
+        name=m.name,
+        source_run_id=m.source_run_id,
+        run_id=m.run_id,
+        artifact_path=m.artifact_path,
+        artifact_uri=m.artifact_uri,
+        status=_MODEL_STATUS_TO_PB[m.status],
+        status_message=m.status_message,
+        model_type=m.model_type,
+        creation_time=m.creation_time,
+        last_updated_time=m.last_updated_time,
+        tags=[pb.LoggedModelTag(key=k, value=v) for k, v in m.tags.items()],
+        params=[pb.LoggedModelParam(key=k, value=v) for k, v in m.params.items()],
+        lifecycle_stage=_STAGE.get(m.lifecycle_stage, pb.LIFECYCLE_STAGE_DELETED),
+    )
+
+
 def _view(value: int, field: str) -> str:
     view = _VIEWS.get(value)
     if view is None:
@@ -122,8 +151,9 @@ def _view(value: int, field: str) -> str:
 
 
 class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
-    def __init__(self, store: TrackingStore) -> None:
+    def __init__(self, store: TrackingStore, logged_models: LoggedModelStore | None = None) -> None:
         self.store = store
+        self.logged_models = logged_models or LoggedModelStore()
 
     # experiments ------------------------------------------------------------------------------
 
@@ -263,10 +293,32 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
     def GetMetricHistoryBulk(
         self, request: pb.GetMetricHistoryBulkRequest, context: grpc.ServicerContext
     ) -> pb.GetMetricHistoryBulkResponse:
-        points = self.store.get_metric_history_bulk(
+        points, sizes = self.store.get_metric_history_bulk_sized(
             list(request.run_ids), list(request.metric_keys), request.max_points_per_series
         )
-        return pb.GetMetricHistoryBulkResponse(metrics=[metric_pb(m) for m in points])
+        return pb.GetMetricHistoryBulkResponse(
+            metrics=[metric_pb(m) for m in points],
+            series_sizes=[pb.MetricSeriesSize(run_id=r, key=k, total_points=n) for (r, k), n in sizes.items()],
+        )
+
+    def GetMetricRanges(
+        self, request: pb.GetMetricRangesRequest, context: grpc.ServicerContext
+    ) -> pb.GetMetricRangesResponse:
+        ranges = self.store.get_metric_ranges(list(request.run_ids), list(request.metric_keys))
+        return pb.GetMetricRangesResponse(
+            ranges=[
+                pb.MetricRange(run_id=r.run_id, key=r.key, min_value=r.min_value, max_value=r.max_value, count=r.count)
+                for r in ranges
+            ]
+        )
+
+    def ListRunDataKeys(
+        self, request: pb.ListRunDataKeysRequest, context: grpc.ServicerContext
+    ) -> pb.ListRunDataKeysResponse:
+        keys = self.store.list_run_data_keys(list(request.experiment_ids), request.max_keys)
+        return pb.ListRunDataKeysResponse(
+            param_keys=keys.params, metric_keys=keys.metrics, tag_keys=keys.tags, truncated=keys.truncated
+        )
 
     def SearchRuns(self, request: pb.SearchRunsRequest, context: grpc.ServicerContext) -> pb.SearchRunsResponse:
         runs, token = self.store.search_runs(
@@ -281,6 +333,54 @@ class TrackingServicer(tracking_pb2_grpc.TrackingServiceServicer):
         for record in runs:
             fill_run(response.runs.add(), record)
         return response
+
+    # logged models -------------------------------------------------------------------------
+
+    def CreateLoggedModel(self, request: pb.CreateLoggedModelRequest, context: grpc.ServicerContext) -> pb.LoggedModel:
+        model = self.logged_models.create(
+            request.experiment_id,
+            name=request.name,
+            source_run_id=request.source_run_id,
+            model_type=request.model_type,
+            tags=[(t.key, t.value) for t in request.tags],
+            params=[(p.key, p.value) for p in request.params],
+        )
+        return logged_model_pb(model)
+
+    def GetLoggedModel(self, request: pb.GetLoggedModelRequest, context: grpc.ServicerContext) -> pb.LoggedModel:
+        return logged_model_pb(self.logged_models.get(request.model_id, allow_deleted=request.allow_deleted))
+
+    def UpdateLoggedModel(self, request: pb.UpdateLoggedModelRequest, context: grpc.ServicerContext) -> pb.LoggedModel:
+        status = _MODEL_STATUS_FROM_PB.get(request.status, "")
+        return logged_model_pb(self.logged_models.update_status(request.model_id, status, request.status_message))
+
+    def DeleteLoggedModel(self, request: pb.DeleteLoggedModelRequest, context: grpc.ServicerContext) -> empty_pb2.Empty:
+        self.logged_models.delete(request.model_id)
+        return _EMPTY
+
+    def SearchLoggedModels(
+        self, request: pb.SearchLoggedModelsRequest, context: grpc.ServicerContext
+    ) -> pb.SearchLoggedModelsResponse:
+        models, token = self.logged_models.search(
+            list(request.experiment_ids), request.filter, list(request.order_by), request.page_size, request.page_token
+        )
+        return pb.SearchLoggedModelsResponse(models=[logged_model_pb(m) for m in models], next_page_token=token)
+
+    def SetLoggedModelTags(self, request: pb.SetLoggedModelTagsRequest, context: grpc.ServicerContext) -> pb.LoggedModel:
+        tags = [(t.key, t.value) for t in request.tags]
+        return logged_model_pb(self.logged_models.set_tags(request.model_id, tags))
+
+    def DeleteLoggedModelTag(
+        self, request: pb.DeleteLoggedModelTagRequest, context: grpc.ServicerContext
+    ) -> empty_pb2.Empty:
+        self.logged_models.delete_tag(request.model_id, request.key)
+        return _EMPTY
+
+    def LogLoggedModelParams(
+        self, request: pb.LogLoggedModelParamsRequest, context: grpc.ServicerContext
+    ) -> empty_pb2.Empty:
+        self.logged_models.log_params(request.model_id, [(p.key, p.value) for p in request.params])
+        return _EMPTY
 
 
 def add_to_server(server: grpc.Server, app: App) -> list[str]:

@@ -28,6 +28,7 @@ from keel_server.auth import visibility
 from keel_server.common import filters, pagination, querying
 from keel_server.common.db import (
     TRANSACTION_ATTEMPTS,
+    VALUE_FINITE,
     Experiment,
     ExperimentTag,
     LatestMetric,
@@ -45,7 +46,8 @@ from keel_server.common.db import (
 from keel_server.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from keel_server.common.idempotency import check_request_id, claim, earlier_result
 from keel_server.common.prepared import Prepared, slot
-from keel_server.tracking import search
+from keel_server.tracking import search, summaries
+from keel_server.tracking.downsample import min_max_indices
 from keel_server.tracking.metrics import MetricLog, Point, lock_active_run, write_points
 from keel_server.tracking.records import (
     ACTIVE,
@@ -670,6 +672,13 @@ class TrackingStore:
     def get_metric_history_bulk(
         self, run_ids: Sequence[str], keys: Sequence[str], max_points: int
     ) -> list[MetricPoint]:
+        return self.get_metric_history_bulk_sized(run_ids, keys, max_points)[0]
+
+    def get_metric_history_bulk_sized(
+        self, run_ids: Sequence[str], keys: Sequence[str], max_points: int
+    ) -> tuple[list[MetricPoint], dict[tuple[str, str], int]]:
+        """The points of each (run, key) history, downsampled to ``max_points`` per history when
+        longer (``downsample.min_max_indices``: spikes survive), and each history's full length."""
         if not run_ids or len(run_ids) > MAX_BULK_RUNS:
             raise InvalidArgument(
                 f"run_ids must hold 1..{MAX_BULK_RUNS} ids, got {len(run_ids)}",
@@ -704,15 +713,26 @@ class TrackingStore:
             .order_by(Metric.run, Metric.key, Metric.step, Metric.timestamp, Metric.id)
             .tuples()
         )
-        series: dict[tuple[str, str], list[MetricPoint]] = {}
-        for run, key, value, kind, ts, step in query.iterator():
-            series.setdefault((run, key), []).append(
-                MetricPoint(key, decode_value(value, kind), ts, step, run)
-            )
+        # Raw rows per series; MetricPoints only for the points kept (a 100,000-point history
+        # drawn at 1000 points builds 1000 objects, not 100,000).
+        series: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+        # Run as raw SQL: Peewee's per-row conversion costs more than the query at 100,000 rows.
+        for row in db.execute_sql(*query.sql()).fetchall():
+            series.setdefault((row[0], row[1]), []).append(row)
         out: list[MetricPoint] = []
-        for points in series.values():
-            out.extend(_sample(points, max_points))
-        return out
+        sizes: dict[tuple[str, str], int] = {}
+        for (run, key), rows in series.items():
+            sizes[(run, key)] = len(rows)
+            values = [r[2] if r[3] == VALUE_FINITE else decode_value(r[2], r[3]) for r in rows]
+            for i in min_max_indices(values, max_points):
+                out.append(MetricPoint(key, values[i], rows[i][4], rows[i][5], run))
+        return out, sizes
+
+    def get_metric_ranges(self, run_ids: Sequence[str], keys: Sequence[str]) -> list[summaries.MetricRange]:
+        return summaries.metric_ranges(run_ids, keys)
+
+    def list_run_data_keys(self, experiment_ids: Sequence[str], max_keys: int) -> summaries.RunDataKeys:
+        return summaries.run_data_keys(experiment_ids, max_keys)
 
     # -----------------------------------------------------------------------------------------
     # Search
@@ -819,17 +839,6 @@ def _insert_experiment(fields: dict[str, Any]) -> int:
         return 0
     inserted = Experiment.insert(**fields).execute()
     return int(fields.get("experiment_id", inserted))
-
-
-def _sample(points: list[MetricPoint], max_points: int) -> list[MetricPoint]:
-    """At most ``max_points`` evenly spread points, always with the first and the last."""
-    if max_points <= 0 or len(points) <= max_points:
-        return points
-    if max_points == 1:
-        return [points[-1]]
-    last = len(points) - 1
-    picked = sorted({round(i * last / (max_points - 1)) for i in range(max_points)})
-    return [points[i] for i in picked]
 
 
 def _chunks(items: list[str], size: int) -> Iterable[list[str]]:

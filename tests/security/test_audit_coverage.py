@@ -48,6 +48,12 @@ def call_every_mutating_rpc(s: Session) -> None:
     t("SetTag", tpb.SetTagRequest(run_id=run_id, key="k", value="v"))
     t("DeleteTag", tpb.DeleteTagRequest(run_id=run_id, key="k"))
     t("LogBatch", tpb.LogBatchRequest(run_id=run_id, params=[tpb.Param(key="depth", value="3")]))
+    model_id = t("CreateLoggedModel", tpb.CreateLoggedModelRequest(experiment_id=eid, name="lm", source_run_id=run_id)).model_id
+    t("UpdateLoggedModel", tpb.UpdateLoggedModelRequest(model_id=model_id, status=tpb.LOGGED_MODEL_STATUS_READY))
+    t("SetLoggedModelTags", tpb.SetLoggedModelTagsRequest(model_id=model_id, tags=[tpb.LoggedModelTag(key="k", value="v")]))
+    t("DeleteLoggedModelTag", tpb.DeleteLoggedModelTagRequest(model_id=model_id, key="k"))
+    t("LogLoggedModelParams", tpb.LogLoggedModelParamsRequest(model_id=model_id, params=[tpb.LoggedModelParam(key="p", value="1")]))
+    t("DeleteLoggedModel", tpb.DeleteLoggedModelRequest(model_id=model_id))
     s.upload(run_id, "model/MLmodel", b"artifact_path: model\nflavors: {}\n")
     root = s.call(s.artifacts, "ResolveArtifactUri", apb.ResolveArtifactUriRequest(uri=f"runs:/{run_id}")).artifact_uri
     s.call(s.artifacts, "CopyArtifacts", apb.CopyArtifactsRequest(source=apb.ArtifactRef(artifact_uri=f"{root}/model"), destination=apb.ArtifactRef(run_id=run_id, path="copy")))
@@ -119,6 +125,8 @@ def test_every_mutating_rpc_leaves_an_event(admin: Session) -> None:
     assert "Staging" in transition.after
     log_metric = next(e for e in events if e.method == "LogMetric")
     assert log_metric.resource_type == "run" and "loss" in log_metric.after
+    logged_model = next(e for e in events if e.method == "CreateLoggedModel")
+    assert logged_model.resource_type == "logged_model" and logged_model.resource_id.startswith("m-")
 
 
 def test_a_failed_change_leaves_no_event(admin: Session) -> None:

@@ -17,7 +17,14 @@ import peewee as pw
 
 from keel_server.common.db import SchemaVersion, db, now_ms
 
-from . import m0001_initial, m0002_serving, m0003_client_requests, m0004_auth_audit, m0005_approvals
+from . import (
+    m0001_initial,
+    m0002_serving,
+    m0003_client_requests,
+    m0004_auth_audit,
+    m0005_approvals,
+    m0006_logged_models,
+)
 
 MIGRATIONS: list[ModuleType] = [
     m0001_initial,
@@ -25,6 +32,7 @@ MIGRATIONS: list[ModuleType] = [
     m0003_client_requests,
     m0004_auth_audit,
     m0005_approvals,
+    m0006_logged_models,
 ]
 LATEST_VERSION = MIGRATIONS[-1].NUMBER
 

@@ -79,8 +79,8 @@ class Event(_message.Message):
     service: _builtins.str
     """The full gRPC service, e.g. `keel.registry.v1.ModelRegistryService`."""
     resource_type: _builtins.str
-    """`experiment`, `run`, `model`, `model_version`, `deployment`, `artifact`, `user`,
-    `group`, `token`, `permission`.
+    """`experiment`, `run`, `logged_model`, `model`, `model_version`, `deployment`, `artifact`,
+    `user`, `group`, `token`, `permission`.
     """
     resource_id: _builtins.str
     """The resource's id (experiment id, run id, model name, `name/version`, ...)."""

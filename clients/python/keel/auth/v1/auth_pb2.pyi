@@ -809,3 +809,57 @@ class ListPermissionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListPermissionsResponse: _TypeAlias = ListPermissionsResponse  # noqa: Y015
+
+@_typing.final
+class GetCallerPermissionsRequest(_message.Message):
+    """Request for GetCallerPermissions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def resources(self) -> _containers.RepeatedCompositeFieldContainer[Global___Resource]:
+        """The resources, 1..1000."""
+
+    def __init__(
+        self,
+        *,
+        resources: _abc.Iterable[Global___Resource] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["resources", b"resources"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCallerPermissionsRequest: _TypeAlias = GetCallerPermissionsRequest  # noqa: Y015
+
+@_typing.final
+class GetCallerPermissionsResponse(_message.Message):
+    """Response of GetCallerPermissions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEVELS_FIELD_NUMBER: _builtins.int
+    AUTH_ENABLED_FIELD_NUMBER: _builtins.int
+    auth_enabled: _builtins.bool
+    """False when the server runs without auth (every caller may do everything)."""
+    @_builtins.property
+    def levels(self) -> _containers.RepeatedScalarFieldContainer[Global___PermissionLevel.ValueType]:
+        """The caller's level on each resource, in request order: MANAGE everywhere for an admin and
+        when auth is off.
+        """
+
+    def __init__(
+        self,
+        *,
+        levels: _abc.Iterable[Global___PermissionLevel.ValueType] | None = ...,
+        auth_enabled: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_enabled", b"auth_enabled", "levels", b"levels"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCallerPermissionsResponse: _TypeAlias = GetCallerPermissionsResponse  # noqa: Y015

@@ -106,6 +106,11 @@ class AuthServiceStub:
                 request_serializer=keel_dot_auth_dot_v1_dot_auth__pb2.ListPermissionsRequest.SerializeToString,
                 response_deserializer=keel_dot_auth_dot_v1_dot_auth__pb2.ListPermissionsResponse.FromString,
                 _registered_method=True)
+        self.GetCallerPermissions = channel.unary_unary(
+                '/keel.auth.v1.AuthService/GetCallerPermissions',
+                request_serializer=keel_dot_auth_dot_v1_dot_auth__pb2.GetCallerPermissionsRequest.SerializeToString,
+                response_deserializer=keel_dot_auth_dot_v1_dot_auth__pb2.GetCallerPermissionsResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -212,6 +217,15 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCallerPermissions(self, request, context):
+        """The caller's own effective level on each of up to 1000 resources (what a user interface
+        shows or hides). Any authenticated caller; a resource that does not exist gets the default
+        permission, as in every check, so the answer reveals nothing about what exists.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -284,6 +298,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.ListPermissions,
                     request_deserializer=keel_dot_auth_dot_v1_dot_auth__pb2.ListPermissionsRequest.FromString,
                     response_serializer=keel_dot_auth_dot_v1_dot_auth__pb2.ListPermissionsResponse.SerializeToString,
+            ),
+            'GetCallerPermissions': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCallerPermissions,
+                    request_deserializer=keel_dot_auth_dot_v1_dot_auth__pb2.GetCallerPermissionsRequest.FromString,
+                    response_serializer=keel_dot_auth_dot_v1_dot_auth__pb2.GetCallerPermissionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -665,6 +684,33 @@ class AuthService:
             '/keel.auth.v1.AuthService/ListPermissions',
             keel_dot_auth_dot_v1_dot_auth__pb2.ListPermissionsRequest.SerializeToString,
             keel_dot_auth_dot_v1_dot_auth__pb2.ListPermissionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCallerPermissions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keel.auth.v1.AuthService/GetCallerPermissions',
+            keel_dot_auth_dot_v1_dot_auth__pb2.GetCallerPermissionsRequest.SerializeToString,
+            keel_dot_auth_dot_v1_dot_auth__pb2.GetCallerPermissionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -74,6 +74,11 @@ class AuthServiceStub:
     """Removes the grant of a subject on a resource (MANAGE on the resource). NOT_FOUND when none."""
     ListPermissions: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ListPermissionsRequest, _auth_pb2.ListPermissionsResponse]
     """Lists the grants on a resource (MANAGE on the resource)."""
+    GetCallerPermissions: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetCallerPermissionsRequest, _auth_pb2.GetCallerPermissionsResponse]
+    """The caller's own effective level on each of up to 1000 resources (what a user interface
+    shows or hides). Any authenticated caller; a resource that does not exist gets the default
+    permission, as in every check, so the answer reveals nothing about what exists.
+    """
 
 @_typing.type_check_only
 class AuthServiceAsyncStub(AuthServiceStub):
@@ -112,6 +117,11 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """Removes the grant of a subject on a resource (MANAGE on the resource). NOT_FOUND when none."""
     ListPermissions: _aio.UnaryUnaryMultiCallable[_auth_pb2.ListPermissionsRequest, _auth_pb2.ListPermissionsResponse]  # type: ignore[assignment]
     """Lists the grants on a resource (MANAGE on the resource)."""
+    GetCallerPermissions: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetCallerPermissionsRequest, _auth_pb2.GetCallerPermissionsResponse]  # type: ignore[assignment]
+    """The caller's own effective level on each of up to 1000 resources (what a user interface
+    shows or hides). Any authenticated caller; a resource that does not exist gets the default
+    permission, as in every check, so the answer reveals nothing about what exists.
+    """
 
 class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
     """AuthService manages who may call keel and what each identity may do."""
@@ -231,5 +241,16 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.ListPermissionsResponse, _abc.Awaitable[_auth_pb2.ListPermissionsResponse]]:
         """Lists the grants on a resource (MANAGE on the resource)."""
+
+    @_abc_1.abstractmethod
+    def GetCallerPermissions(
+        self,
+        request: _auth_pb2.GetCallerPermissionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.GetCallerPermissionsResponse, _abc.Awaitable[_auth_pb2.GetCallerPermissionsResponse]]:
+        """The caller's own effective level on each of up to 1000 resources (what a user interface
+        shows or hides). Any authenticated caller; a resource that does not exist gets the default
+        permission, as in every check, so the answer reveals nothing about what exists.
+        """
 
 def add_AuthServiceServicer_to_server(servicer: AuthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

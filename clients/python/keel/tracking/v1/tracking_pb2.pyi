@@ -113,6 +113,34 @@ VIEW_TYPE_ALL: ViewType.ValueType  # 3
 """Both."""
 Global___ViewType: _TypeAlias = ViewType  # noqa: Y015
 
+class _LoggedModelStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LoggedModelStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LoggedModelStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LOGGED_MODEL_STATUS_UNSPECIFIED: _LoggedModelStatus.ValueType  # 0
+    """Not set."""
+    LOGGED_MODEL_STATUS_PENDING: _LoggedModelStatus.ValueType  # 1
+    """Created; its files are being uploaded."""
+    LOGGED_MODEL_STATUS_READY: _LoggedModelStatus.ValueType  # 2
+    """Its files are uploaded: ready for use."""
+    LOGGED_MODEL_STATUS_FAILED: _LoggedModelStatus.ValueType  # 3
+    """Uploading its files failed."""
+
+class LoggedModelStatus(_LoggedModelStatus, metaclass=_LoggedModelStatusEnumTypeWrapper):
+    """Status of a logged model."""
+
+LOGGED_MODEL_STATUS_UNSPECIFIED: LoggedModelStatus.ValueType  # 0
+"""Not set."""
+LOGGED_MODEL_STATUS_PENDING: LoggedModelStatus.ValueType  # 1
+"""Created; its files are being uploaded."""
+LOGGED_MODEL_STATUS_READY: LoggedModelStatus.ValueType  # 2
+"""Its files are uploaded: ready for use."""
+LOGGED_MODEL_STATUS_FAILED: LoggedModelStatus.ValueType  # 3
+"""Uploading its files failed."""
+Global___LoggedModelStatus: _TypeAlias = LoggedModelStatus  # noqa: Y015
+
 @_typing.final
 class Experiment(_message.Message):
     """An experiment groups runs."""
@@ -1143,8 +1171,9 @@ class GetMetricHistoryBulkRequest(_message.Message):
     METRIC_KEYS_FIELD_NUMBER: _builtins.int
     MAX_POINTS_PER_SERIES_FIELD_NUMBER: _builtins.int
     max_points_per_series: _builtins.int
-    """Maximum points returned per (run, key), evenly sampled over steps when the history is
-    longer (always keeping the first and last point); 0 means all.
+    """Maximum points returned per (run, key) when the history is longer: the points are cut
+    into buckets of consecutive steps and each bucket keeps its lowest and highest value, so
+    spikes survive; the first and last point are always kept. 0 means all.
     """
     @_builtins.property
     def run_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -1176,22 +1205,218 @@ class GetMetricHistoryBulkResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     METRICS_FIELD_NUMBER: _builtins.int
+    SERIES_SIZES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def metrics(self) -> _containers.RepeatedCompositeFieldContainer[Global___Metric]:
         """Points with run_id set, ordered by run, key, step, timestamp."""
+
+    @_builtins.property
+    def series_sizes(self) -> _containers.RepeatedCompositeFieldContainer[Global___MetricSeriesSize]:
+        """The full length of each (run, key) history that has points, before any downsampling."""
 
     def __init__(
         self,
         *,
         metrics: _abc.Iterable[Global___Metric] | None = ...,
+        series_sizes: _abc.Iterable[Global___MetricSeriesSize] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["metrics", b"metrics"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["metrics", b"metrics", "series_sizes", b"series_sizes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetMetricHistoryBulkResponse: _TypeAlias = GetMetricHistoryBulkResponse  # noqa: Y015
+
+@_typing.final
+class MetricSeriesSize(_message.Message):
+    """How many points one metric history holds."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    TOTAL_POINTS_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    """The run."""
+    key: _builtins.str
+    """The metric key."""
+    total_points: _builtins.int
+    """Points logged."""
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        key: _builtins.str = ...,
+        total_points: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "run_id", b"run_id", "total_points", b"total_points"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MetricSeriesSize: _TypeAlias = MetricSeriesSize  # noqa: Y015
+
+@_typing.final
+class GetMetricRangesRequest(_message.Message):
+    """Request for GetMetricRanges."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_IDS_FIELD_NUMBER: _builtins.int
+    METRIC_KEYS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def run_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Runs to read, 1..1000 ids."""
+
+    @_builtins.property
+    def metric_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Metric keys, 0..100; empty means every key of those runs."""
+
+    def __init__(
+        self,
+        *,
+        run_ids: _abc.Iterable[_builtins.str] | None = ...,
+        metric_keys: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["metric_keys", b"metric_keys", "run_ids", b"run_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMetricRangesRequest: _TypeAlias = GetMetricRangesRequest  # noqa: Y015
+
+@_typing.final
+class GetMetricRangesResponse(_message.Message):
+    """Response of GetMetricRanges."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RANGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ranges(self) -> _containers.RepeatedCompositeFieldContainer[Global___MetricRange]:
+        """One entry per (run, key) with points, ordered by run (as requested) and key."""
+
+    def __init__(
+        self,
+        *,
+        ranges: _abc.Iterable[Global___MetricRange] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ranges", b"ranges"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMetricRangesResponse: _TypeAlias = GetMetricRangesResponse  # noqa: Y015
+
+@_typing.final
+class MetricRange(_message.Message):
+    """The range of one metric history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    MIN_VALUE_FIELD_NUMBER: _builtins.int
+    MAX_VALUE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    """The run."""
+    key: _builtins.str
+    """The metric key."""
+    min_value: _builtins.float
+    """Lowest value (NaN points are ignored; NaN when every point is NaN; +/-infinity kept)."""
+    max_value: _builtins.float
+    """Highest value (same rules)."""
+    count: _builtins.int
+    """Points logged."""
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        key: _builtins.str = ...,
+        min_value: _builtins.float = ...,
+        max_value: _builtins.float = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "key", b"key", "max_value", b"max_value", "min_value", b"min_value", "run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MetricRange: _TypeAlias = MetricRange  # noqa: Y015
+
+@_typing.final
+class ListRunDataKeysRequest(_message.Message):
+    """Request for ListRunDataKeys."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPERIMENT_IDS_FIELD_NUMBER: _builtins.int
+    MAX_KEYS_FIELD_NUMBER: _builtins.int
+    max_keys: _builtins.int
+    """Most keys returned of each kind: 0 means 500; capped at 1000; negative is INVALID_ARGUMENT."""
+    @_builtins.property
+    def experiment_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Experiments whose runs (active and deleted) are looked at, 1..100 ids."""
+
+    def __init__(
+        self,
+        *,
+        experiment_ids: _abc.Iterable[_builtins.str] | None = ...,
+        max_keys: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["experiment_ids", b"experiment_ids", "max_keys", b"max_keys"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRunDataKeysRequest: _TypeAlias = ListRunDataKeysRequest  # noqa: Y015
+
+@_typing.final
+class ListRunDataKeysResponse(_message.Message):
+    """Response of ListRunDataKeys."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARAM_KEYS_FIELD_NUMBER: _builtins.int
+    METRIC_KEYS_FIELD_NUMBER: _builtins.int
+    TAG_KEYS_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    truncated: _builtins.bool
+    """True when a kind has more keys than returned (the first max_keys in sorted order are)."""
+    @_builtins.property
+    def param_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Param keys, sorted."""
+
+    @_builtins.property
+    def metric_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Metric keys, sorted."""
+
+    @_builtins.property
+    def tag_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Tag keys, sorted."""
+
+    def __init__(
+        self,
+        *,
+        param_keys: _abc.Iterable[_builtins.str] | None = ...,
+        metric_keys: _abc.Iterable[_builtins.str] | None = ...,
+        tag_keys: _abc.Iterable[_builtins.str] | None = ...,
+        truncated: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["metric_keys", b"metric_keys", "param_keys", b"param_keys", "tag_keys", b"tag_keys", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRunDataKeysResponse: _TypeAlias = ListRunDataKeysResponse  # noqa: Y015
 
 @_typing.final
 class SearchRunsRequest(_message.Message):
@@ -1210,8 +1435,8 @@ class SearchRunsRequest(_message.Message):
     `metrics.rmse < 0.8 AND (params.model = 'cnn' OR tags.team LIKE 'vis%')`.
     Identifiers: `metrics.<k>` (numeric comparisons), `params.<k>` and `tags.<k>`
     (=, !=, LIKE, ILIKE, IN, NOT IN, IS NULL, IS NOT NULL), `attributes.<name>` with name in
-    run_id, run_name, status, user_id, artifact_uri (string ops) or start_time, end_time
-    (numeric). Keys with special characters are quoted with backticks. A bad filter is
+    run_id, run_name, status, user_id, artifact_uri, parent_run_id (string ops;
+    `parent_run_id IS NULL` for top-level runs) or start_time, end_time (numeric). Keys with special characters are quoted with backticks. A bad filter is
     INVALID_ARGUMENT with the character position of the error. Integers must fit in 64 bits.
     Limits (INVALID_ARGUMENT, reason FILTER_TOO_COMPLEX, naming the limit and the value found):
     65,536 characters, 1,000 comparisons, nesting depth 32, 1,000 values per IN list and
@@ -1279,3 +1504,426 @@ class SearchRunsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SearchRunsResponse: _TypeAlias = SearchRunsResponse  # noqa: Y015
+
+@_typing.final
+class LoggedModel(_message.Message):
+    """A model logged in an experiment (MLflow 3's LoggedModel)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    EXPERIMENT_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    SOURCE_RUN_ID_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    ARTIFACT_PATH_FIELD_NUMBER: _builtins.int
+    ARTIFACT_URI_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    STATUS_MESSAGE_FIELD_NUMBER: _builtins.int
+    MODEL_TYPE_FIELD_NUMBER: _builtins.int
+    CREATION_TIME_FIELD_NUMBER: _builtins.int
+    LAST_UPDATED_TIME_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
+    LIFECYCLE_STAGE_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    """Server-assigned id: `m-` followed by 32 lowercase hex characters."""
+    experiment_id: _builtins.str
+    """The experiment the model belongs to."""
+    name: _builtins.str
+    """Name, 1..250 characters; also the folder of its files in its run's artifacts."""
+    source_run_id: _builtins.str
+    """The run that produced the model, as given at creation; empty when none was given."""
+    run_id: _builtins.str
+    """The run whose artifacts hold the model's files: the source run, or the run keel created to
+    hold them (tag `mlflow.loggedModelHolder=true`) when there was no source run.
+    """
+    artifact_path: _builtins.str
+    """The folder of the model's files inside the artifacts of `run_id` (equal to `name`)."""
+    artifact_uri: _builtins.str
+    """Where the files are: `<artifact_uri of run_id>/<artifact_path>`."""
+    status: Global___LoggedModelStatus.ValueType
+    """PENDING, READY or FAILED."""
+    status_message: _builtins.str
+    """Details on the status (free text, <= 1000 characters)."""
+    model_type: _builtins.str
+    """Free-text type such as `Agent`, `Classifier`, `LLM` (<= 250 characters)."""
+    creation_time: _builtins.int
+    """Creation time, ms since epoch."""
+    last_updated_time: _builtins.int
+    """Last change of status, tags or params, ms since epoch."""
+    lifecycle_stage: Global___LifecycleStage.ValueType
+    """ACTIVE, or DELETED (returned only with allow_deleted)."""
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedCompositeFieldContainer[Global___LoggedModelTag]:
+        """Tags: overwritable; keys <= 250 characters, values <= 8000."""
+
+    @_builtins.property
+    def params(self) -> _containers.RepeatedCompositeFieldContainer[Global___LoggedModelParam]:
+        """Params: write-once; keys <= 250 characters, values <= 6000."""
+
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+        experiment_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        source_run_id: _builtins.str = ...,
+        run_id: _builtins.str = ...,
+        artifact_path: _builtins.str = ...,
+        artifact_uri: _builtins.str = ...,
+        status: Global___LoggedModelStatus.ValueType = ...,
+        status_message: _builtins.str = ...,
+        model_type: _builtins.str = ...,
+        creation_time: _builtins.int = ...,
+        last_updated_time: _builtins.int = ...,
+        tags: _abc.Iterable[Global___LoggedModelTag] | None = ...,
+        params: _abc.Iterable[Global___LoggedModelParam] | None = ...,
+        lifecycle_stage: Global___LifecycleStage.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_path", b"artifact_path", "artifact_uri", b"artifact_uri", "creation_time", b"creation_time", "experiment_id", b"experiment_id", "last_updated_time", b"last_updated_time", "lifecycle_stage", b"lifecycle_stage", "model_id", b"model_id", "model_type", b"model_type", "name", b"name", "params", b"params", "run_id", b"run_id", "source_run_id", b"source_run_id", "status", b"status", "status_message", b"status_message", "tags", b"tags"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoggedModel: _TypeAlias = LoggedModel  # noqa: Y015
+
+@_typing.final
+class LoggedModelTag(_message.Message):
+    """A key/value tag on a logged model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """Tag key, 1..250 characters."""
+    value: _builtins.str
+    """Tag value, <= 8000 characters."""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        value: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoggedModelTag: _TypeAlias = LoggedModelTag  # noqa: Y015
+
+@_typing.final
+class LoggedModelParam(_message.Message):
+    """A write-once key/value param of a logged model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """Param key, 1..250 characters."""
+    value: _builtins.str
+    """Param value, <= 6000 characters."""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        value: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoggedModelParam: _TypeAlias = LoggedModelParam  # noqa: Y015
+
+@_typing.final
+class CreateLoggedModelRequest(_message.Message):
+    """Request for CreateLoggedModel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPERIMENT_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    SOURCE_RUN_ID_FIELD_NUMBER: _builtins.int
+    MODEL_TYPE_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
+    experiment_id: _builtins.str
+    """The experiment; must be active."""
+    name: _builtins.str
+    """Name, <= 250 characters, a relative path without `.`/`..` segments (it names the folder
+    of the files in the run); generated (adjective-noun-number) when empty.
+    """
+    source_run_id: _builtins.str
+    """The run that produced the model: active and in the same experiment. Empty: keel creates a
+    run to hold the model's files.
+    """
+    model_type: _builtins.str
+    """Free-text type, <= 250 characters."""
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedCompositeFieldContainer[Global___LoggedModelTag]:
+        """Up to 100 initial tags."""
+
+    @_builtins.property
+    def params(self) -> _containers.RepeatedCompositeFieldContainer[Global___LoggedModelParam]:
+        """Up to 100 initial params."""
+
+    def __init__(
+        self,
+        *,
+        experiment_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        source_run_id: _builtins.str = ...,
+        model_type: _builtins.str = ...,
+        tags: _abc.Iterable[Global___LoggedModelTag] | None = ...,
+        params: _abc.Iterable[Global___LoggedModelParam] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["experiment_id", b"experiment_id", "model_type", b"model_type", "name", b"name", "params", b"params", "source_run_id", b"source_run_id", "tags", b"tags"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateLoggedModelRequest: _TypeAlias = CreateLoggedModelRequest  # noqa: Y015
+
+@_typing.final
+class GetLoggedModelRequest(_message.Message):
+    """Request for GetLoggedModel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    ALLOW_DELETED_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    """The model id."""
+    allow_deleted: _builtins.bool
+    """Return the model even when it is deleted."""
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+        allow_deleted: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_deleted", b"allow_deleted", "model_id", b"model_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetLoggedModelRequest: _TypeAlias = GetLoggedModelRequest  # noqa: Y015
+
+@_typing.final
+class UpdateLoggedModelRequest(_message.Message):
+    """Request for UpdateLoggedModel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    STATUS_MESSAGE_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    """The model id; the model must not be deleted."""
+    status: Global___LoggedModelStatus.ValueType
+    """The new status: READY or FAILED (PENDING is only the status a model is created with)."""
+    status_message: _builtins.str
+    """Optional details on the status, <= 1000 characters."""
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+        status: Global___LoggedModelStatus.ValueType = ...,
+        status_message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_id", b"model_id", "status", b"status", "status_message", b"status_message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateLoggedModelRequest: _TypeAlias = UpdateLoggedModelRequest  # noqa: Y015
+
+@_typing.final
+class DeleteLoggedModelRequest(_message.Message):
+    """Request for DeleteLoggedModel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    """The model id."""
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_id", b"model_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteLoggedModelRequest: _TypeAlias = DeleteLoggedModelRequest  # noqa: Y015
+
+@_typing.final
+class SearchLoggedModelsRequest(_message.Message):
+    """Request for SearchLoggedModels."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPERIMENT_IDS_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
+    ORDER_BY_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    filter: _builtins.str
+    """MLflow filter syntax (AND, OR, NOT, parentheses) over the attributes `name`, `model_id`,
+    `model_type`, `status` (`PENDING`, `READY`, `FAILED`), `source_run_id`, `run_id` (string
+    operators) and `creation_time`, `last_updated_time` (numbers; MLflow's
+    `creation_timestamp` and `last_updated_timestamp` are accepted too), and `tags.<key>`,
+    `params.<key>`. Metrics are not supported (INVALID_ARGUMENT).
+    """
+    page_size: _builtins.int
+    """Page size: 0 means 100; capped at 1000; negative is INVALID_ARGUMENT."""
+    page_token: _builtins.str
+    """Opaque token from a previous response; must be used with the same request."""
+    @_builtins.property
+    def experiment_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Experiments to search, 1..100 ids."""
+
+    @_builtins.property
+    def order_by(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Up to 5 keys such as `creation_time DESC`, `name ASC`; default `creation_time DESC`; ties
+        broken by model_id.
+        """
+
+    def __init__(
+        self,
+        *,
+        experiment_ids: _abc.Iterable[_builtins.str] | None = ...,
+        filter: _builtins.str = ...,
+        order_by: _abc.Iterable[_builtins.str] | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["experiment_ids", b"experiment_ids", "filter", b"filter", "order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchLoggedModelsRequest: _TypeAlias = SearchLoggedModelsRequest  # noqa: Y015
+
+@_typing.final
+class SearchLoggedModelsResponse(_message.Message):
+    """Response of SearchLoggedModels."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODELS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty only at the end."""
+    @_builtins.property
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___LoggedModel]:
+        """One page of logged models, with their tags and params."""
+
+    def __init__(
+        self,
+        *,
+        models: _abc.Iterable[Global___LoggedModel] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["models", b"models", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchLoggedModelsResponse: _TypeAlias = SearchLoggedModelsResponse  # noqa: Y015
+
+@_typing.final
+class SetLoggedModelTagsRequest(_message.Message):
+    """Request for SetLoggedModelTags."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    """The model id; the model must not be deleted."""
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedCompositeFieldContainer[Global___LoggedModelTag]:
+        """Up to 100 tags; the last value of a repeated key wins."""
+
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+        tags: _abc.Iterable[Global___LoggedModelTag] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_id", b"model_id", "tags", b"tags"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetLoggedModelTagsRequest: _TypeAlias = SetLoggedModelTagsRequest  # noqa: Y015
+
+@_typing.final
+class DeleteLoggedModelTagRequest(_message.Message):
+    """Request for DeleteLoggedModelTag."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    """The model id; the model must not be deleted."""
+    key: _builtins.str
+    """Tag key."""
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+        key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "model_id", b"model_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteLoggedModelTagRequest: _TypeAlias = DeleteLoggedModelTagRequest  # noqa: Y015
+
+@_typing.final
+class LogLoggedModelParamsRequest(_message.Message):
+    """Request for LogLoggedModelParams."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    """The model id; the model must not be deleted."""
+    @_builtins.property
+    def params(self) -> _containers.RepeatedCompositeFieldContainer[Global___LoggedModelParam]:
+        """Up to 100 params."""
+
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+        params: _abc.Iterable[Global___LoggedModelParam] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_id", b"model_id", "params", b"params"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogLoggedModelParamsRequest: _TypeAlias = LogLoggedModelParamsRequest  # noqa: Y015

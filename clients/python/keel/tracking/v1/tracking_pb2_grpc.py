@@ -146,10 +146,60 @@ class TrackingServiceStub:
                 request_serializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.GetMetricHistoryBulkRequest.SerializeToString,
                 response_deserializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.GetMetricHistoryBulkResponse.FromString,
                 _registered_method=True)
+        self.GetMetricRanges = channel.unary_unary(
+                '/keel.tracking.v1.TrackingService/GetMetricRanges',
+                request_serializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.GetMetricRangesRequest.SerializeToString,
+                response_deserializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.GetMetricRangesResponse.FromString,
+                _registered_method=True)
+        self.ListRunDataKeys = channel.unary_unary(
+                '/keel.tracking.v1.TrackingService/ListRunDataKeys',
+                request_serializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.ListRunDataKeysRequest.SerializeToString,
+                response_deserializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.ListRunDataKeysResponse.FromString,
+                _registered_method=True)
         self.SearchRuns = channel.unary_unary(
                 '/keel.tracking.v1.TrackingService/SearchRuns',
                 request_serializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.SearchRunsRequest.SerializeToString,
                 response_deserializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.SearchRunsResponse.FromString,
+                _registered_method=True)
+        self.CreateLoggedModel = channel.unary_unary(
+                '/keel.tracking.v1.TrackingService/CreateLoggedModel',
+                request_serializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.CreateLoggedModelRequest.SerializeToString,
+                response_deserializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.LoggedModel.FromString,
+                _registered_method=True)
+        self.GetLoggedModel = channel.unary_unary(
+                '/keel.tracking.v1.TrackingService/GetLoggedModel',
+                request_serializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.GetLoggedModelRequest.SerializeToString,
+                response_deserializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.LoggedModel.FromString,
+                _registered_method=True)
+        self.UpdateLoggedModel = channel.unary_unary(
+                '/keel.tracking.v1.TrackingService/UpdateLoggedModel',
+                request_serializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.UpdateLoggedModelRequest.SerializeToString,
+                response_deserializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.LoggedModel.FromString,
+                _registered_method=True)
+        self.DeleteLoggedModel = channel.unary_unary(
+                '/keel.tracking.v1.TrackingService/DeleteLoggedModel',
+                request_serializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.DeleteLoggedModelRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.SearchLoggedModels = channel.unary_unary(
+                '/keel.tracking.v1.TrackingService/SearchLoggedModels',
+                request_serializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.SearchLoggedModelsRequest.SerializeToString,
+                response_deserializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.SearchLoggedModelsResponse.FromString,
+                _registered_method=True)
+        self.SetLoggedModelTags = channel.unary_unary(
+                '/keel.tracking.v1.TrackingService/SetLoggedModelTags',
+                request_serializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.SetLoggedModelTagsRequest.SerializeToString,
+                response_deserializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.LoggedModel.FromString,
+                _registered_method=True)
+        self.DeleteLoggedModelTag = channel.unary_unary(
+                '/keel.tracking.v1.TrackingService/DeleteLoggedModelTag',
+                request_serializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.DeleteLoggedModelTagRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.LogLoggedModelParams = channel.unary_unary(
+                '/keel.tracking.v1.TrackingService/LogLoggedModelParams',
+                request_serializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.LogLoggedModelParamsRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
 
 
@@ -317,9 +367,91 @@ class TrackingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetMetricRanges(self, request, context):
+        """Returns the minimum, maximum and point count of each metric history of up to 1000 runs
+        (the per-metric min/max columns of a runs table).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRunDataKeys(self, request, context):
+        """Lists the distinct param, metric and tag keys used by the runs of one or more experiments
+        (the column choices of a runs table), bounded in count and in cost.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SearchRuns(self, request, context):
         """Searches runs of one or more experiments with MLflow's filter syntax plus OR and
         parentheses; see SearchRunsRequest.filter. Keyset-paginated: stable while runs are added.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateLoggedModel(self, request, context):
+        """Logged models (MLflow 3's LoggedModel): a model as a first-class record of an experiment,
+        with an id, a status, tags and params. Its files live inside a run's artifacts at
+        `artifact_path` (the model's name), so `runs:/<run_id>/<name>` loads it as well.
+
+        Creates a logged model in status PENDING. Without a source run, keel creates a run in the
+        experiment to hold its files (named after the model, tag `mlflow.loggedModelHolder=true`).
+        ALREADY_EXISTS when a PENDING or READY model of the same run already uses the name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetLoggedModel(self, request, context):
+        """Returns a logged model with its tags and params. NOT_FOUND when absent or deleted (unless
+        allow_deleted).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateLoggedModel(self, request, context):
+        """Sets the status of a logged model (READY once its files are uploaded, FAILED when the
+        upload failed), optionally with a status message. Setting the same status again succeeds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteLoggedModel(self, request, context):
+        """Soft-deletes a logged model: it leaves searches and GetLoggedModel, and its name becomes
+        free in its run. Its files stay in the run's artifacts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchLoggedModels(self, request, context):
+        """Searches the logged models of one or more experiments, newest first by default.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetLoggedModelTags(self, request, context):
+        """Sets (overwrites) up to 100 tags of a logged model at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteLoggedModelTag(self, request, context):
+        """Deletes a tag of a logged model. NOT_FOUND when the tag is absent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LogLoggedModelParams(self, request, context):
+        """Logs up to 100 params of a logged model. Params are write-once, as for runs: the same value
+        again is accepted, a different one is INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -438,10 +570,60 @@ def add_TrackingServiceServicer_to_server(servicer, server):
                     request_deserializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.GetMetricHistoryBulkRequest.FromString,
                     response_serializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.GetMetricHistoryBulkResponse.SerializeToString,
             ),
+            'GetMetricRanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMetricRanges,
+                    request_deserializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.GetMetricRangesRequest.FromString,
+                    response_serializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.GetMetricRangesResponse.SerializeToString,
+            ),
+            'ListRunDataKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRunDataKeys,
+                    request_deserializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.ListRunDataKeysRequest.FromString,
+                    response_serializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.ListRunDataKeysResponse.SerializeToString,
+            ),
             'SearchRuns': grpc.unary_unary_rpc_method_handler(
                     servicer.SearchRuns,
                     request_deserializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.SearchRunsRequest.FromString,
                     response_serializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.SearchRunsResponse.SerializeToString,
+            ),
+            'CreateLoggedModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateLoggedModel,
+                    request_deserializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.CreateLoggedModelRequest.FromString,
+                    response_serializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.LoggedModel.SerializeToString,
+            ),
+            'GetLoggedModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLoggedModel,
+                    request_deserializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.GetLoggedModelRequest.FromString,
+                    response_serializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.LoggedModel.SerializeToString,
+            ),
+            'UpdateLoggedModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateLoggedModel,
+                    request_deserializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.UpdateLoggedModelRequest.FromString,
+                    response_serializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.LoggedModel.SerializeToString,
+            ),
+            'DeleteLoggedModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteLoggedModel,
+                    request_deserializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.DeleteLoggedModelRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'SearchLoggedModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchLoggedModels,
+                    request_deserializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.SearchLoggedModelsRequest.FromString,
+                    response_serializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.SearchLoggedModelsResponse.SerializeToString,
+            ),
+            'SetLoggedModelTags': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetLoggedModelTags,
+                    request_deserializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.SetLoggedModelTagsRequest.FromString,
+                    response_serializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.LoggedModel.SerializeToString,
+            ),
+            'DeleteLoggedModelTag': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteLoggedModelTag,
+                    request_deserializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.DeleteLoggedModelTagRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'LogLoggedModelParams': grpc.unary_unary_rpc_method_handler(
+                    servicer.LogLoggedModelParams,
+                    request_deserializer=keel_dot_tracking_dot_v1_dot_tracking__pb2.LogLoggedModelParamsRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1050,6 +1232,60 @@ class TrackingService:
             _registered_method=True)
 
     @staticmethod
+    def GetMetricRanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keel.tracking.v1.TrackingService/GetMetricRanges',
+            keel_dot_tracking_dot_v1_dot_tracking__pb2.GetMetricRangesRequest.SerializeToString,
+            keel_dot_tracking_dot_v1_dot_tracking__pb2.GetMetricRangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRunDataKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keel.tracking.v1.TrackingService/ListRunDataKeys',
+            keel_dot_tracking_dot_v1_dot_tracking__pb2.ListRunDataKeysRequest.SerializeToString,
+            keel_dot_tracking_dot_v1_dot_tracking__pb2.ListRunDataKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def SearchRuns(request,
             target,
             options=(),
@@ -1066,6 +1302,222 @@ class TrackingService:
             '/keel.tracking.v1.TrackingService/SearchRuns',
             keel_dot_tracking_dot_v1_dot_tracking__pb2.SearchRunsRequest.SerializeToString,
             keel_dot_tracking_dot_v1_dot_tracking__pb2.SearchRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateLoggedModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keel.tracking.v1.TrackingService/CreateLoggedModel',
+            keel_dot_tracking_dot_v1_dot_tracking__pb2.CreateLoggedModelRequest.SerializeToString,
+            keel_dot_tracking_dot_v1_dot_tracking__pb2.LoggedModel.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLoggedModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keel.tracking.v1.TrackingService/GetLoggedModel',
+            keel_dot_tracking_dot_v1_dot_tracking__pb2.GetLoggedModelRequest.SerializeToString,
+            keel_dot_tracking_dot_v1_dot_tracking__pb2.LoggedModel.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateLoggedModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keel.tracking.v1.TrackingService/UpdateLoggedModel',
+            keel_dot_tracking_dot_v1_dot_tracking__pb2.UpdateLoggedModelRequest.SerializeToString,
+            keel_dot_tracking_dot_v1_dot_tracking__pb2.LoggedModel.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteLoggedModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keel.tracking.v1.TrackingService/DeleteLoggedModel',
+            keel_dot_tracking_dot_v1_dot_tracking__pb2.DeleteLoggedModelRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchLoggedModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keel.tracking.v1.TrackingService/SearchLoggedModels',
+            keel_dot_tracking_dot_v1_dot_tracking__pb2.SearchLoggedModelsRequest.SerializeToString,
+            keel_dot_tracking_dot_v1_dot_tracking__pb2.SearchLoggedModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetLoggedModelTags(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keel.tracking.v1.TrackingService/SetLoggedModelTags',
+            keel_dot_tracking_dot_v1_dot_tracking__pb2.SetLoggedModelTagsRequest.SerializeToString,
+            keel_dot_tracking_dot_v1_dot_tracking__pb2.LoggedModel.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteLoggedModelTag(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keel.tracking.v1.TrackingService/DeleteLoggedModelTag',
+            keel_dot_tracking_dot_v1_dot_tracking__pb2.DeleteLoggedModelTagRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LogLoggedModelParams(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keel.tracking.v1.TrackingService/LogLoggedModelParams',
+            keel_dot_tracking_dot_v1_dot_tracking__pb2.LogLoggedModelParamsRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

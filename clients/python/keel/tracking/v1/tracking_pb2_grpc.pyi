@@ -95,9 +95,48 @@ class TrackingServiceStub:
     """Returns the full history of one metric of one run, ordered by (step, timestamp), paginated."""
     GetMetricHistoryBulk: _grpc.UnaryUnaryMultiCallable[_tracking_pb2.GetMetricHistoryBulkRequest, _tracking_pb2.GetMetricHistoryBulkResponse]
     """Returns the history of one or more metrics for many runs at once (for plotting)."""
+    GetMetricRanges: _grpc.UnaryUnaryMultiCallable[_tracking_pb2.GetMetricRangesRequest, _tracking_pb2.GetMetricRangesResponse]
+    """Returns the minimum, maximum and point count of each metric history of up to 1000 runs
+    (the per-metric min/max columns of a runs table).
+    """
+    ListRunDataKeys: _grpc.UnaryUnaryMultiCallable[_tracking_pb2.ListRunDataKeysRequest, _tracking_pb2.ListRunDataKeysResponse]
+    """Lists the distinct param, metric and tag keys used by the runs of one or more experiments
+    (the column choices of a runs table), bounded in count and in cost.
+    """
     SearchRuns: _grpc.UnaryUnaryMultiCallable[_tracking_pb2.SearchRunsRequest, _tracking_pb2.SearchRunsResponse]
     """Searches runs of one or more experiments with MLflow's filter syntax plus OR and
     parentheses; see SearchRunsRequest.filter. Keyset-paginated: stable while runs are added.
+    """
+    CreateLoggedModel: _grpc.UnaryUnaryMultiCallable[_tracking_pb2.CreateLoggedModelRequest, _tracking_pb2.LoggedModel]
+    """Logged models (MLflow 3's LoggedModel): a model as a first-class record of an experiment,
+    with an id, a status, tags and params. Its files live inside a run's artifacts at
+    `artifact_path` (the model's name), so `runs:/<run_id>/<name>` loads it as well.
+
+    Creates a logged model in status PENDING. Without a source run, keel creates a run in the
+    experiment to hold its files (named after the model, tag `mlflow.loggedModelHolder=true`).
+    ALREADY_EXISTS when a PENDING or READY model of the same run already uses the name.
+    """
+    GetLoggedModel: _grpc.UnaryUnaryMultiCallable[_tracking_pb2.GetLoggedModelRequest, _tracking_pb2.LoggedModel]
+    """Returns a logged model with its tags and params. NOT_FOUND when absent or deleted (unless
+    allow_deleted).
+    """
+    UpdateLoggedModel: _grpc.UnaryUnaryMultiCallable[_tracking_pb2.UpdateLoggedModelRequest, _tracking_pb2.LoggedModel]
+    """Sets the status of a logged model (READY once its files are uploaded, FAILED when the
+    upload failed), optionally with a status message. Setting the same status again succeeds.
+    """
+    DeleteLoggedModel: _grpc.UnaryUnaryMultiCallable[_tracking_pb2.DeleteLoggedModelRequest, _empty_pb2.Empty]
+    """Soft-deletes a logged model: it leaves searches and GetLoggedModel, and its name becomes
+    free in its run. Its files stay in the run's artifacts.
+    """
+    SearchLoggedModels: _grpc.UnaryUnaryMultiCallable[_tracking_pb2.SearchLoggedModelsRequest, _tracking_pb2.SearchLoggedModelsResponse]
+    """Searches the logged models of one or more experiments, newest first by default."""
+    SetLoggedModelTags: _grpc.UnaryUnaryMultiCallable[_tracking_pb2.SetLoggedModelTagsRequest, _tracking_pb2.LoggedModel]
+    """Sets (overwrites) up to 100 tags of a logged model at once."""
+    DeleteLoggedModelTag: _grpc.UnaryUnaryMultiCallable[_tracking_pb2.DeleteLoggedModelTagRequest, _empty_pb2.Empty]
+    """Deletes a tag of a logged model. NOT_FOUND when the tag is absent."""
+    LogLoggedModelParams: _grpc.UnaryUnaryMultiCallable[_tracking_pb2.LogLoggedModelParamsRequest, _empty_pb2.Empty]
+    """Logs up to 100 params of a logged model. Params are write-once, as for runs: the same value
+    again is accepted, a different one is INVALID_ARGUMENT.
     """
 
 @_typing.type_check_only
@@ -160,9 +199,48 @@ class TrackingServiceAsyncStub(TrackingServiceStub):
     """Returns the full history of one metric of one run, ordered by (step, timestamp), paginated."""
     GetMetricHistoryBulk: _aio.UnaryUnaryMultiCallable[_tracking_pb2.GetMetricHistoryBulkRequest, _tracking_pb2.GetMetricHistoryBulkResponse]  # type: ignore[assignment]
     """Returns the history of one or more metrics for many runs at once (for plotting)."""
+    GetMetricRanges: _aio.UnaryUnaryMultiCallable[_tracking_pb2.GetMetricRangesRequest, _tracking_pb2.GetMetricRangesResponse]  # type: ignore[assignment]
+    """Returns the minimum, maximum and point count of each metric history of up to 1000 runs
+    (the per-metric min/max columns of a runs table).
+    """
+    ListRunDataKeys: _aio.UnaryUnaryMultiCallable[_tracking_pb2.ListRunDataKeysRequest, _tracking_pb2.ListRunDataKeysResponse]  # type: ignore[assignment]
+    """Lists the distinct param, metric and tag keys used by the runs of one or more experiments
+    (the column choices of a runs table), bounded in count and in cost.
+    """
     SearchRuns: _aio.UnaryUnaryMultiCallable[_tracking_pb2.SearchRunsRequest, _tracking_pb2.SearchRunsResponse]  # type: ignore[assignment]
     """Searches runs of one or more experiments with MLflow's filter syntax plus OR and
     parentheses; see SearchRunsRequest.filter. Keyset-paginated: stable while runs are added.
+    """
+    CreateLoggedModel: _aio.UnaryUnaryMultiCallable[_tracking_pb2.CreateLoggedModelRequest, _tracking_pb2.LoggedModel]  # type: ignore[assignment]
+    """Logged models (MLflow 3's LoggedModel): a model as a first-class record of an experiment,
+    with an id, a status, tags and params. Its files live inside a run's artifacts at
+    `artifact_path` (the model's name), so `runs:/<run_id>/<name>` loads it as well.
+
+    Creates a logged model in status PENDING. Without a source run, keel creates a run in the
+    experiment to hold its files (named after the model, tag `mlflow.loggedModelHolder=true`).
+    ALREADY_EXISTS when a PENDING or READY model of the same run already uses the name.
+    """
+    GetLoggedModel: _aio.UnaryUnaryMultiCallable[_tracking_pb2.GetLoggedModelRequest, _tracking_pb2.LoggedModel]  # type: ignore[assignment]
+    """Returns a logged model with its tags and params. NOT_FOUND when absent or deleted (unless
+    allow_deleted).
+    """
+    UpdateLoggedModel: _aio.UnaryUnaryMultiCallable[_tracking_pb2.UpdateLoggedModelRequest, _tracking_pb2.LoggedModel]  # type: ignore[assignment]
+    """Sets the status of a logged model (READY once its files are uploaded, FAILED when the
+    upload failed), optionally with a status message. Setting the same status again succeeds.
+    """
+    DeleteLoggedModel: _aio.UnaryUnaryMultiCallable[_tracking_pb2.DeleteLoggedModelRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Soft-deletes a logged model: it leaves searches and GetLoggedModel, and its name becomes
+    free in its run. Its files stay in the run's artifacts.
+    """
+    SearchLoggedModels: _aio.UnaryUnaryMultiCallable[_tracking_pb2.SearchLoggedModelsRequest, _tracking_pb2.SearchLoggedModelsResponse]  # type: ignore[assignment]
+    """Searches the logged models of one or more experiments, newest first by default."""
+    SetLoggedModelTags: _aio.UnaryUnaryMultiCallable[_tracking_pb2.SetLoggedModelTagsRequest, _tracking_pb2.LoggedModel]  # type: ignore[assignment]
+    """Sets (overwrites) up to 100 tags of a logged model at once."""
+    DeleteLoggedModelTag: _aio.UnaryUnaryMultiCallable[_tracking_pb2.DeleteLoggedModelTagRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Deletes a tag of a logged model. NOT_FOUND when the tag is absent."""
+    LogLoggedModelParams: _aio.UnaryUnaryMultiCallable[_tracking_pb2.LogLoggedModelParamsRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Logs up to 100 params of a logged model. Params are write-once, as for runs: the same value
+    again is accepted, a different one is INVALID_ARGUMENT.
     """
 
 class TrackingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -356,6 +434,26 @@ class TrackingServiceServicer(metaclass=_abc_1.ABCMeta):
         """Returns the history of one or more metrics for many runs at once (for plotting)."""
 
     @_abc_1.abstractmethod
+    def GetMetricRanges(
+        self,
+        request: _tracking_pb2.GetMetricRangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tracking_pb2.GetMetricRangesResponse, _abc.Awaitable[_tracking_pb2.GetMetricRangesResponse]]:
+        """Returns the minimum, maximum and point count of each metric history of up to 1000 runs
+        (the per-metric min/max columns of a runs table).
+        """
+
+    @_abc_1.abstractmethod
+    def ListRunDataKeys(
+        self,
+        request: _tracking_pb2.ListRunDataKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tracking_pb2.ListRunDataKeysResponse, _abc.Awaitable[_tracking_pb2.ListRunDataKeysResponse]]:
+        """Lists the distinct param, metric and tag keys used by the runs of one or more experiments
+        (the column choices of a runs table), bounded in count and in cost.
+        """
+
+    @_abc_1.abstractmethod
     def SearchRuns(
         self,
         request: _tracking_pb2.SearchRunsRequest,
@@ -363,6 +461,85 @@ class TrackingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_tracking_pb2.SearchRunsResponse, _abc.Awaitable[_tracking_pb2.SearchRunsResponse]]:
         """Searches runs of one or more experiments with MLflow's filter syntax plus OR and
         parentheses; see SearchRunsRequest.filter. Keyset-paginated: stable while runs are added.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateLoggedModel(
+        self,
+        request: _tracking_pb2.CreateLoggedModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tracking_pb2.LoggedModel, _abc.Awaitable[_tracking_pb2.LoggedModel]]:
+        """Logged models (MLflow 3's LoggedModel): a model as a first-class record of an experiment,
+        with an id, a status, tags and params. Its files live inside a run's artifacts at
+        `artifact_path` (the model's name), so `runs:/<run_id>/<name>` loads it as well.
+
+        Creates a logged model in status PENDING. Without a source run, keel creates a run in the
+        experiment to hold its files (named after the model, tag `mlflow.loggedModelHolder=true`).
+        ALREADY_EXISTS when a PENDING or READY model of the same run already uses the name.
+        """
+
+    @_abc_1.abstractmethod
+    def GetLoggedModel(
+        self,
+        request: _tracking_pb2.GetLoggedModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tracking_pb2.LoggedModel, _abc.Awaitable[_tracking_pb2.LoggedModel]]:
+        """Returns a logged model with its tags and params. NOT_FOUND when absent or deleted (unless
+        allow_deleted).
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateLoggedModel(
+        self,
+        request: _tracking_pb2.UpdateLoggedModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tracking_pb2.LoggedModel, _abc.Awaitable[_tracking_pb2.LoggedModel]]:
+        """Sets the status of a logged model (READY once its files are uploaded, FAILED when the
+        upload failed), optionally with a status message. Setting the same status again succeeds.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteLoggedModel(
+        self,
+        request: _tracking_pb2.DeleteLoggedModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Soft-deletes a logged model: it leaves searches and GetLoggedModel, and its name becomes
+        free in its run. Its files stay in the run's artifacts.
+        """
+
+    @_abc_1.abstractmethod
+    def SearchLoggedModels(
+        self,
+        request: _tracking_pb2.SearchLoggedModelsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tracking_pb2.SearchLoggedModelsResponse, _abc.Awaitable[_tracking_pb2.SearchLoggedModelsResponse]]:
+        """Searches the logged models of one or more experiments, newest first by default."""
+
+    @_abc_1.abstractmethod
+    def SetLoggedModelTags(
+        self,
+        request: _tracking_pb2.SetLoggedModelTagsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tracking_pb2.LoggedModel, _abc.Awaitable[_tracking_pb2.LoggedModel]]:
+        """Sets (overwrites) up to 100 tags of a logged model at once."""
+
+    @_abc_1.abstractmethod
+    def DeleteLoggedModelTag(
+        self,
+        request: _tracking_pb2.DeleteLoggedModelTagRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Deletes a tag of a logged model. NOT_FOUND when the tag is absent."""
+
+    @_abc_1.abstractmethod
+    def LogLoggedModelParams(
+        self,
+        request: _tracking_pb2.LogLoggedModelParamsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Logs up to 100 params of a logged model. Params are write-once, as for runs: the same value
+        again is accepted, a different one is INVALID_ARGUMENT.
         """
 
 def add_TrackingServiceServicer_to_server(servicer: TrackingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
