@@ -426,3 +426,35 @@ def test_no_extra_server_refuses_a_database_without_its_driver(
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("keel server: cannot start:"), lines
     assert f"pip install 'keel-ml[{extra}]'" in lines[0], lines
+
+
+def test_keel_ui_serves_the_console_from_the_installed_package(bare_venv: Path, tmp_path: Path) -> None:
+    """`keel ui` of a bare install serves the front end shipped inside the wheel (no checkout, no CDN)."""
+    import urllib.request
+
+    env = {**_clean_env(bare_venv), "KEEL_TRACKING_URI": f"grpc://127.0.0.1:{_free_port()}"}
+    process = subprocess.Popen(
+        [str(bare_venv / "bin" / "keel"), "ui", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        match = re.search(r"keel console on (http://\S+:\d+)", line)
+        assert match, (line, process.poll())
+        with urllib.request.urlopen(match.group(1) + "/", timeout=30) as page:
+            html = page.read().decode()
+            assert page.headers["Content-Type"].startswith("text/html"), page.headers
+        assert "/static/" in html, html[:500]
+        asset = re.search(r'src="(/static/[^"?]+)', html)
+        assert asset, html[:500]
+        with urllib.request.urlopen(match.group(1) + asset.group(1), timeout=30) as script:
+            assert script.headers["Content-Type"].startswith("text/javascript"), script.headers
+            assert script.read()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
