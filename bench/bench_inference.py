@@ -81,8 +81,8 @@ def wait_http(url: str, process: subprocess.Popen[Any], timeout: float = 180) ->
 def start_keel(model_dir: str, workers: int, batch: int) -> tuple[subprocess.Popen[str], int, int, float]:
     http_port = free_port()
     grpc_port = free_port()
-    cmd = [sys.executable, "-m", "keel.cli.serving", "-m", model_dir, "--name", "iris", "--port", str(grpc_port),
-           "--http-port", str(http_port), "--workers", str(workers)]  # fmt: skip
+    cmd = [sys.executable, "-m", "keel.cli.serving", "-m", model_dir, "--name", "iris", "--port", str(http_port),
+           "--grpc-port", str(grpc_port), "--workers", str(workers)]  # fmt: skip
     if batch:
         cmd += ["--max-batch-size", str(batch), "--max-batch-delay-ms", "2"]
     started = time.perf_counter()

@@ -64,10 +64,10 @@ def serve_process(model_uri: str, *extra: str, env: dict[str, str] | None = None
         "keel.cli.serving",
         "-m",
         model_uri,
-        "--port",
-        "0",
-        "--http-port",
+        "--port",  # HTTP, as mlflow models serve
         str(http_port),
+        "--grpc-port",
+        "0",
         *extra,
     ]
     process = subprocess.Popen(

@@ -295,8 +295,8 @@ def test_keel_models_serve_with_workers(iris_model: tuple[str, Any]) -> None:
     from server_fixtures import free_port
 
     http_port = free_port()
-    cmd = [sys.executable, "-m", "keel.cli", "models", "serve", "-m", iris_model[0], "--port", "0",
-           "--http-port", str(http_port), "--workers", "2", "--max-batch-size", "8"]  # fmt: skip
+    cmd = [sys.executable, "-m", "keel.cli", "models", "serve", "-m", iris_model[0], "--port", str(http_port),
+           "--grpc-port", "0", "--workers", "2", "--max-batch-size", "8"]  # fmt: skip
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None

@@ -40,7 +40,7 @@ def test_mlflow_sklearn_model_loads_in_keel(tmp_path: Path, classifier, tabular)
     mlflow.sklearn.save_model(
         classifier,
         str(path),
-        serialization_format="cloudpickle",  # MLflow 3 defaults to skops, which keel does not read
+        serialization_format="cloudpickle",  # (skops, MLflow 3's default, is read too: tests/compat/mlflow_client)
         signature=mlflow.models.infer_signature(X, classifier.predict(X)),
         input_example=X.head(2),
         pip_requirements=REQS,

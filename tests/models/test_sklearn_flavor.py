@@ -41,7 +41,7 @@ def test_directory_layout_and_mlmodel_keys(tmp_path: Path, classifier, tabular) 
     } <= set(mlmodel)
     assert mlmodel["flavors"]["sklearn"]["pickled_model"] == "model.pkl"
     assert mlmodel["flavors"]["sklearn"]["serialization_format"] == "cloudpickle"
-    assert mlmodel["flavors"]["python_function"]["loader_module"] == "keel.sklearn"
+    assert mlmodel["flavors"]["python_function"]["loader_module"] == "mlflow.sklearn"
     assert mlmodel["flavors"]["python_function"]["env"] == {
         "conda": "conda.yaml",
         "virtualenv": "python_env.yaml",

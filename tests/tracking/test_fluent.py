@@ -32,7 +32,13 @@ def test_context_manager_statuses_and_logging(client: keel.Client) -> None:
     assert got.info.experiment_id == experiment.experiment_id
     assert got.data.params == {"lr": "0.01", "epochs": "3", "model": "cnn"}
     assert got.data.metrics == {"loss": 0.4, "acc": 0.8}
-    assert got.data.tags == {"team": "cv", "stage": "dev", "a": "1"}
+    # MLflow's system tags (mlflow.user, mlflow.source.*) come with every run start_run creates
+    assert {k: v for k, v in got.data.tags.items() if not k.startswith("mlflow.")} == {
+        "team": "cv",
+        "stage": "dev",
+        "a": "1",
+    }
+    assert got.data.tags["mlflow.source.type"] == "LOCAL" and got.data.tags["mlflow.user"]
     assert keel.last_active_run().info.run_id == run.info.run_id  # type: ignore[union-attr]
 
     with pytest.raises(ValueError):

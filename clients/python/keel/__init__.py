@@ -48,14 +48,15 @@ __version__ = "0.1.0"
 
 # The exports keel's own modules call through the package root (`import keel` in a function, so a
 # test can patch them), typed for mypy; nothing is imported at run time.
-if TYPE_CHECKING:
-    from keel.artifacts import log_artifact, log_artifacts
-    from keel.fluent import active_run, end_run, log_metrics, log_params, set_tags, start_run
-    from keel.registry import register_model
+if TYPE_CHECKING:  # (re-exported through __all__ and __getattr__, which ruff cannot see)
+    from keel.artifacts import log_artifact, log_artifacts  # noqa: F401
+    from keel.fluent import active_run, end_run, log_metrics, log_params, set_tags, start_run  # noqa: F401
+    from keel.registry import register_model  # noqa: F401
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
     "Client": "keel.client",
+    "MlflowClient": "keel.client",  # MLflow's name for keel.Client
     # the bearer token every call sends (MLflow's MLFLOW_TRACKING_TOKEN; env KEEL_TRACKING_TOKEN)
     "set_tracking_token": "keel._transport",
     "get_tracking_token": "keel._transport",
@@ -101,6 +102,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 _SUBMODULES = {"entities", "fluent", "artifacts", "models", "pyfunc", "sklearn", "pytorch", "exceptions", "registry", "evaluation"}
+_SUBMODULES |= {"client", "tracking", "projects"}  # keel.client.MlflowClient, keel.projects.run, ...
 
 __all__ = ["KeelError", "get_tracking_uri", "set_tracking_uri", *_EXPORTS]
 

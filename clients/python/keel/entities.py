@@ -175,6 +175,11 @@ class Run:
     def from_proto(cls, r: pb.Run) -> Run:
         return cls(info=RunInfo.from_proto(r.info), data=RunData.from_proto(r.data))
 
+    @property
+    def run_id(self) -> str:
+        """``info.run_id``; also what MLflow's ``SubmittedRun`` (``projects.run``'s result) names it."""
+        return self.info.run_id
+
 
 __all__ = [
     "Experiment",

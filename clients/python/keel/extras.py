@@ -4,7 +4,7 @@ them.
 ``pip install keel-ml`` gives tracking, the registry, artifacts (local and S3), pyfunc models
 and ``keel server``. Everything else is an extra (see ``docs/deploy.md``)::
 
-    sklearn   scikit-learn               keel.sklearn, sklearn autologging, serving sklearn models
+    sklearn   scikit-learn, skops        keel.sklearn, sklearn autologging, serving sklearn models
     pytorch   torch                      keel.pytorch, serving PyTorch models
     eval      scikit-learn, matplotlib,  keel.evaluate (metrics, plots, SHAP explanations),
               pillow, shap               keel.log_image
@@ -48,15 +48,16 @@ PACKAGES: dict[str, str] = {
 # extra -> the distributions it adds to the core install (kept equal to pyproject.toml's
 # [project.optional-dependencies] by tests/unit/test_extras.py)
 EXTRAS: dict[str, tuple[str, ...]] = {
-    "sklearn": ("scikit-learn",),
+    "sklearn": ("scikit-learn", "skops"),
     "pytorch": ("torch",),
     "eval": ("scikit-learn", "matplotlib", "pillow", "shap"),
     "postgres": ("psycopg2-binary",),
     "mysql": ("pymysql",),
-    "server": ("psycopg2-binary", "pymysql", "scikit-learn"),
+    "server": ("psycopg2-binary", "pymysql", "scikit-learn", "skops"),
     "spark": ("pyspark", "pyarrow"),
     "all": (
         "scikit-learn",
+        "skops",
         "torch",
         "matplotlib",
         "pillow",

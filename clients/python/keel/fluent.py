@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-from keel._tracking_client import flush_all_async_logging
+from keel._tracking_client import _default_user, flush_all_async_logging
 from keel._transport import get_tracking_uri, set_tracking_uri
 from keel.client import Client
 from keel.entities import Experiment, Metric, Param, Run, RunStatus, RunTag, ViewType
@@ -76,7 +76,8 @@ def set_experiment(experiment_name: str | None = None, experiment_id: str | None
         raise InvalidArgument("pass exactly one of experiment_name and experiment_id", reason="INVALID_ARGUMENT")
     client = _client()
     if experiment_id is not None:
-        experiment = client.get_experiment(experiment_id)
+        _ensure_default_experiment(client, [str(experiment_id)])
+        experiment = client.get_experiment(str(experiment_id))
     else:
         assert experiment_name is not None
         experiment = client.get_or_create_experiment(experiment_name)
@@ -102,6 +103,21 @@ def create_experiment(
     name: str, artifact_location: str | None = None, tags: Mapping[str, Any] | None = None
 ) -> str:
     return _client().create_experiment(name, artifact_location, tags)
+
+
+DEFAULT_EXPERIMENT_ID = "0"  # as in MLflow
+_default_ready: set[str] = set()
+
+
+def _ensure_default_experiment(client: Client, experiment_ids: Sequence[str]) -> None:
+    """MLflow's server always has experiment "0" (Default); keel's creates it on first use by
+    name, so code that names id 0 (``start_run(experiment_id=0)``, ``search_runs([0])``) gets it
+    created first, once per server."""
+    if DEFAULT_EXPERIMENT_ID not in experiment_ids or client.tracking_uri in _default_ready:
+        return
+    client.get_or_create_experiment(DEFAULT_EXPERIMENT_NAME)
+    with _state_lock:
+        _default_ready.add(client.tracking_uri)
 
 
 def _resolve_experiment_id() -> str:
@@ -163,12 +179,76 @@ def start_run(
         exp_id = str(experiment_id) if experiment_id is not None else None
         if exp_id is None:
             exp_id = stack[-1].info.experiment_id if parent and stack else _resolve_experiment_id()
-        run = client.create_run(exp_id, tags=tags, run_name=run_name, parent_run_id=parent)
+        _ensure_default_experiment(client, [exp_id])
+        # MLflow's client tags every new run with who, what and which commit started it
+        all_tags = {**_context_tags(), **(tags or {})}
+        run = client.create_run(exp_id, tags=all_tags, run_name=run_name, parent_run_id=parent)
     active = ActiveRun(run)
     stack.append(active)
     with _state_lock:
         _last_active_run_id = run.info.run_id
     return active
+
+
+# MLflow's system tags (mlflow.utils.mlflow_tags), set on runs the fluent API creates.
+TAG_RUN_NAME = "mlflow.runName"
+TAG_USER = "mlflow.user"
+TAG_SOURCE_NAME = "mlflow.source.name"
+TAG_SOURCE_TYPE = "mlflow.source.type"
+TAG_GIT_COMMIT = "mlflow.source.git.commit"
+TAG_GIT_BRANCH = "mlflow.source.git.branch"
+TAG_GIT_REPO_URL = "mlflow.source.git.repoURL"
+GIT_TIMEOUT_S = 5.0
+_git_tags: dict[str, dict[str, str]] = {}
+
+
+def _context_tags() -> dict[str, str]:
+    """The tags MLflow's default and git context providers put on a new run: the user (the OS
+    user, as the run's user_id), the program (``sys.argv[0]``, else ``<console>``), source type
+    LOCAL, and the commit, branch and remote of the program's git checkout when there is one."""
+    import sys
+
+    user = _default_user() or "unknown"
+    main_file = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    tags = {TAG_USER: user, TAG_SOURCE_NAME: main_file or "<console>", TAG_SOURCE_TYPE: "LOCAL"}
+    if main_file and os.path.isfile(main_file):
+        found = _git_tags.get(main_file)
+        if found is None:
+            found = _git_tags[main_file] = _git_context(os.path.dirname(os.path.abspath(main_file)))
+        tags.update(found)
+    return tags
+
+
+def _git_context(folder: str) -> dict[str, str]:
+    """The commit, branch and first remote of the git checkout holding ``folder`` ({} when none,
+    or when git is not installed); credentials in the remote's URL are dropped."""
+    import subprocess
+    from urllib.parse import urlsplit, urlunsplit
+
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(
+                ["git", "-C", folder, *args], capture_output=True, text=True, timeout=GIT_TIMEOUT_S, check=False
+            )
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return {}
+    tags = {TAG_GIT_COMMIT: commit}
+    branch = git("symbolic-ref", "--short", "-q", "HEAD")
+    if branch:
+        tags[TAG_GIT_BRANCH] = branch
+    remote = next(iter(git("remote").split()), "")
+    url = git("remote", "get-url", remote) if remote else ""
+    if url:
+        parts = urlsplit(url)
+        if parts.scheme and "@" in parts.netloc:
+            url = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+        tags[TAG_GIT_REPO_URL] = url
+    return tags
 
 
 def active_run() -> ActiveRun | None:
@@ -305,6 +385,7 @@ def search_runs(
             ids.append(experiment.experiment_id)
     if not ids and not experiment_names:
         ids = [_resolve_experiment_id()]
+    _ensure_default_experiment(client, ids)
     runs: list[Run] = []
     token: str | None = ""
     while ids and len(runs) < max_results:
@@ -325,33 +406,62 @@ def search_runs(
     return runs_to_dataframe(runs)
 
 
+# MLflow's DataFrame columns before metrics.*, params.* and tags.*; then keel's run_name.
+RUN_COLUMNS = ("run_id", "experiment_id", "status", "artifact_uri", "start_time", "end_time")
+
+
 def runs_to_dataframe(runs: Sequence[Run]) -> Any:
+    """Runs as MLflow's ``search_runs`` DataFrame: ``run_id``, ``experiment_id``, ``status``,
+    ``artifact_uri``, ``start_time`` and ``end_time`` (UTC pandas datetimes, NaT while running),
+    then ``metrics.*`` (NaN where a run lacks one), ``params.*`` and ``tags.*`` (None where
+    missing); ``tags.mlflow.runName`` and ``tags.mlflow.user`` come from the run's name and user
+    when they are not tags; keel adds ``run_name`` last."""
     try:
+        import numpy as np
         import pandas as pd
     except ImportError as exc:
         raise ImportError("search_runs(output_format='pandas') needs pandas: pip install pandas, "
                           "or pass output_format='list'") from exc  # fmt: skip
-    rows: list[dict[str, Any]] = []
-    for run in runs:
-        info = run.info
-        row: dict[str, Any] = {
-            "run_id": info.run_id,
-            "experiment_id": info.experiment_id,
-            "status": info.status,
-            "artifact_uri": info.artifact_uri,
-            "start_time": pd.to_datetime(info.start_time, unit="ms", utc=True),
-            "end_time": pd.to_datetime(info.end_time, unit="ms", utc=True) if info.end_time else pd.NaT,
-            "run_name": info.run_name,
-        }
-        row.update({f"metrics.{k}": v for k, v in run.data.metrics.items()})
-        row.update({f"params.{k}": v for k, v in run.data.params.items()})
-        row.update({f"tags.{k}": v for k, v in run.data.tags.items()})
-        rows.append(row)
-    base = ["run_id", "experiment_id", "status", "artifact_uri", "start_time", "end_time", "run_name"]
-    frame = pd.DataFrame(rows, columns=None if rows else base)
-    extra = sorted(c for c in frame.columns if c not in base)
-    ordered = base + [c for p in ("metrics.", "params.", "tags.") for c in extra if c.startswith(p)]
-    return frame[ordered]
+    info: dict[str, list[Any]] = {column: [] for column in RUN_COLUMNS}
+    names: list[str] = []
+    # column -> (values so far, the value of a run without it), in order of first appearance
+    columns: dict[str, tuple[list[Any], Any]] = {}
+    for i, run in enumerate(runs):
+        r = run.info
+        info["run_id"].append(r.run_id)
+        info["experiment_id"].append(r.experiment_id)
+        info["status"].append(r.status)
+        info["artifact_uri"].append(r.artifact_uri)
+        info["start_time"].append(pd.to_datetime(r.start_time, unit="ms", utc=True))
+        info["end_time"].append(pd.to_datetime(r.end_time, unit="ms", utc=True) if r.end_time else pd.NaT)
+        names.append(r.run_name)
+        tags = dict(run.data.tags)
+        # the server keeps these as the run's attributes; MLflow's server also shows them as tags
+        if r.run_name:
+            tags.setdefault(TAG_RUN_NAME, r.run_name)
+        if r.user_id:
+            tags.setdefault(TAG_USER, r.user_id)
+        row: list[tuple[str, Mapping[str, Any], Any]] = [
+            ("metrics.", run.data.metrics, np.nan),
+            ("params.", run.data.params, None),
+            ("tags.", tags, None),
+        ]
+        for prefix, logged, missing in row:
+            for key, value in logged.items():
+                column = prefix + key
+                if column not in columns:
+                    columns[column] = ([missing] * i, missing)
+                columns[column][0].append(value)
+        for values, missing in columns.values():  # columns this run lacks
+            if len(values) == i:
+                values.append(missing)
+    data: dict[str, Any] = dict(info)
+    data["start_time"] = pd.Series(info["start_time"], dtype="datetime64[ns, UTC]")
+    data["end_time"] = pd.Series(info["end_time"], dtype="datetime64[ns, UTC]")
+    for prefix in ("metrics.", "params.", "tags."):
+        data.update({c: v for c, (v, _) in columns.items() if c.startswith(prefix)})
+    data["run_name"] = names
+    return pd.DataFrame(data)
 
 
 __all__ = [

@@ -30,6 +30,7 @@ from keel.models.model import (
     create_model_dir,
     finish_model_dir,
     locate_model,
+    model_path_of,
 )
 from keel.models.model import log_model as _log_model
 from keel.models.serialization import pickle_local_code_by_value
@@ -64,8 +65,15 @@ def save_model(
     conda_env: dict[str, Any] | str | None = None,
     metadata: dict[str, Any] | None = None,
     mlmodel: Model | None = None,
+    serialization_format: str | None = None,
 ) -> Model:
-    """Save a whole ``nn.Module`` to the directory ``path``."""
+    """Save a whole ``nn.Module`` to the directory ``path``.
+
+    ``serialization_format`` (MLflow's keyword): ``"pickle"`` (keel's default) writes the module
+    with ``torch.save`` and cloudpickle; ``"pt2"`` writes a ``torch.export`` graph
+    (``data/model.pt2``, no pickle, batch dimension dynamic), traced with ``input_example`` (an
+    array or tensor, or a list/tuple of them), which is then required.
+    """
     import cloudpickle
 
     if not isinstance(pytorch_model, torch.nn.Module):
@@ -73,16 +81,21 @@ def save_model(
             f"pytorch_model must be a torch.nn.Module, got {type(pytorch_model).__name__}",
             reason="INVALID_ARGUMENT",
         )
+    fmt = _checked_format(serialization_format)
+    example_tensors = _export_inputs(input_example) if fmt == FORMAT_PT2 else None
     path = create_model_dir(path)
     model = mlmodel or Model()
     model.metadata = metadata if metadata is not None else model.metadata
     code = copy_code_paths(path, code_paths)
     data_dir = os.path.join(path, DATA_DIR)
     os.makedirs(data_dir)
-    with pickle_local_code_by_value(list(pytorch_model.modules()), enabled=not code):
-        torch.save(pytorch_model, os.path.join(data_dir, MODEL_FILE), pickle_module=cloudpickle)
-    with open(os.path.join(data_dir, PICKLE_INFO_FILE), "w") as f:
-        f.write("cloudpickle")
+    if example_tensors is not None:
+        _export(pytorch_model, example_tensors, os.path.join(data_dir, EXPORTED_FILE))
+    else:
+        with pickle_local_code_by_value(list(pytorch_model.modules()), enabled=not code):
+            torch.save(pytorch_model, os.path.join(data_dir, MODEL_FILE), pickle_module=cloudpickle)
+        with open(os.path.join(data_dir, PICKLE_INFO_FILE), "w") as f:
+            f.write("cloudpickle")
     model.add_flavor(FLAVOR_NAME, model_data=DATA_DIR, pytorch_version=str(torch.__version__), code=code)
     add_pyfunc_flavor(model, LOADER_MODULE, code, data=DATA_DIR, pickle_module_name="cloudpickle")
     return finish_model_dir(
@@ -98,9 +111,63 @@ def save_model(
     )
 
 
+FORMAT_PICKLE = "pickle"
+FORMAT_PT2 = "pt2"
+SERIALIZATION_FORMATS = (FORMAT_PICKLE, FORMAT_PT2)
+
+
+def _checked_format(serialization_format: str | None) -> str:
+    fmt = FORMAT_PICKLE if serialization_format is None else serialization_format
+    if fmt not in SERIALIZATION_FORMATS:
+        raise InvalidArgument(
+            f"serialization_format {serialization_format!r} is not one keel.pytorch writes: use "
+            "'pickle' (torch.save of the whole module, the default) or 'pt2' (a torch.export graph, "
+            "traced with input_example)",
+            reason="UNSUPPORTED_FORMAT",
+            field="serialization_format",
+        )
+    return fmt
+
+
+def _export_inputs(input_example: Any) -> tuple[torch.Tensor, ...]:
+    """The example tensors ``torch.export`` traces the module with."""
+    values = input_example if isinstance(input_example, list | tuple) else (input_example,)
+    if input_example is None or not values or not all(isinstance(v, np.ndarray | torch.Tensor) for v in values):
+        raise InvalidArgument(
+            "serialization_format='pt2' traces the module with input_example: pass a numpy array or "
+            "torch tensor (or a list/tuple of them), or use serialization_format='pickle'",
+            reason="INVALID_ARGUMENT",
+            field="input_example",
+        )
+    return tuple(torch.as_tensor(v) for v in values)
+
+
+def _export(pytorch_model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], target: str) -> None:
+    from torch.export import Dim
+
+    # The batch dimension stays dynamic. torch.export fixes a dimension of size 1 as a constant,
+    # so a one-row example is traced as two identical rows.
+    inputs = tuple(torch.cat([t, t]) if t.dim() and t.shape[0] == 1 else t for t in inputs)
+    dynamic = tuple({0: Dim.AUTO} if t.dim() else None for t in inputs)
+    # traced in eval mode: the graph is what pyfunc and serving run (dropout off)
+    was_training = pytorch_model.training
+    pytorch_model.eval()
+    try:
+        program = torch.export.export(pytorch_model, inputs, dynamic_shapes=dynamic)
+    except Exception as exc:  # torch raises many types for untraceable modules
+        raise InvalidArgument(
+            f"torch.export could not trace the module with input_example ({type(exc).__name__}: {exc}); "
+            "use serialization_format='pickle'",
+            reason="EXPORT_FAILED",
+        ) from exc
+    finally:
+        pytorch_model.train(was_training)
+    torch.export.save(program, target)
+
+
 def log_model(
     pytorch_model: torch.nn.Module,
-    artifact_path: str,
+    artifact_path: str | None = None,
     signature: ModelSignature | None = None,
     input_example: Any = None,
     registered_model_name: str | None = None,
@@ -109,12 +176,16 @@ def log_model(
     conda_env: dict[str, Any] | str | None = None,
     code_paths: Sequence[str] | None = None,
     metadata: dict[str, Any] | None = None,
+    name: str | None = None,
+    serialization_format: str | None = None,
 ) -> ModelInfo:
-    """Save the module into the active run (starting one if needed) under ``artifact_path``
-    and, with ``registered_model_name``, register it in the same call."""
+    """Save the module into the active run (starting one if needed) under ``name`` (MLflow 3's
+    keyword; ``artifact_path`` is MLflow 2's, default "model") and, with
+    ``registered_model_name``, register it in the same call. ``serialization_format``: see
+    ``save_model``."""
     return _log_model(
         save_model,
-        artifact_path,
+        model_path_of(artifact_path, name),
         registered_model_name,
         pytorch_model=pytorch_model,
         signature=signature,
@@ -124,6 +195,7 @@ def log_model(
         conda_env=conda_env,
         code_paths=code_paths,
         metadata=metadata,
+        serialization_format=serialization_format,
     )
 
 
@@ -212,7 +284,10 @@ def _load_pyfunc(
 ) -> TorchImpl:
     model_dir, meta = locate_model(model_dir, meta)
     module = _load_from_dir(model_dir, meta, (model_config or {}).get("device"))
-    module.eval()  # pyfunc is for inference: dropout off, batch-norm statistics frozen
+    try:
+        module.eval()  # pyfunc is for inference: dropout off, batch-norm statistics frozen
+    except NotImplementedError:
+        pass  # a torch.export graph (pt2) keeps the mode it was traced in (eval, see _export)
     return TorchImpl(module)
 
 

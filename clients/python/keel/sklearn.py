@@ -2,9 +2,11 @@
 
 Directory layout and MLmodel keys are MLflow's (``model.pkl``, flavor ``sklearn`` with
 ``pickled_model``, ``serialization_format``, ``sklearn_version``), so ``mlflow.sklearn``
-loads keel models and keel loads MLflow's cloudpickle/pickle sklearn models.
+loads keel models and keel loads MLflow's cloudpickle/pickle sklearn models, and MLflow 3's
+skops ones (``load_skops``: skops' trusted-type check, no unpickling).
 
-Security: loading unpickles the model; only load models from a trusted registry or path.
+Security: loading a cloudpickle/pickle model unpickles it; only load models from a trusted
+registry or path.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from keel.models.model import (
     create_model_dir,
     finish_model_dir,
     locate_model,
+    model_path_of,
 )
 from keel.models.model import log_model as _log_model
 from keel.models.signature import ModelSignature
@@ -35,10 +38,15 @@ from keel.models.uri import resolve_model_uri
 from keel.models.utils import is_dataframe
 
 FLAVOR_NAME = "sklearn"
-LOADER_MODULE = "keel.sklearn"
+# The python_function flavor names MLflow's loader: keel reads it (keel.models.flavor_registry maps
+# it to keel's own loader, never importing it), and a model keel saves then loads with
+# mlflow.pyfunc.load_model in a venv that has mlflow but not keel.
+LOADER_MODULE = "mlflow.sklearn"
 PICKLE_FILE = "model.pkl"
-# both are read with the standard unpickler; MLflow's "skops" format needs skops, which keel does not use
+# what keel saves; both are read with the standard unpickler
 SERIALIZATION_FORMATS = ("cloudpickle", "pickle")
+# MLflow 3's default for sklearn: read (never written) by ``load_skops``, through skops' type check
+SKOPS_FORMAT = "skops"
 
 
 def _require_sklearn(purpose: str) -> None:
@@ -123,7 +131,7 @@ def save_model(
 
 def log_model(
     sk_model: Any,
-    artifact_path: str,
+    artifact_path: str | None = None,
     signature: ModelSignature | None = None,
     input_example: Any = None,
     registered_model_name: str | None = None,
@@ -135,12 +143,14 @@ def log_model(
     predict_method: str | None = None,
     pyfunc_predict_fn: str | None = None,
     serialization_format: str = "cloudpickle",
+    name: str | None = None,
 ) -> ModelInfo:
-    """Save the estimator into the active run (starting one if needed) under
-    ``artifact_path`` and, with ``registered_model_name``, register it in the same call."""
+    """Save the estimator into the active run (starting one if needed) under ``name`` (MLflow 3's
+    keyword; ``artifact_path`` is MLflow 2's, default "model") and, with
+    ``registered_model_name``, register it in the same call."""
     return _log_model(
         save_model,
-        artifact_path,
+        model_path_of(artifact_path, name),
         registered_model_name,
         sk_model=sk_model,
         signature=signature,
@@ -159,14 +169,36 @@ def log_model(
 def _load_from_dir(model_dir: str, meta: Model) -> Any:
     conf = meta.flavor_conf(FLAVOR_NAME, model_dir)
     fmt = conf.get("serialization_format", "pickle")
-    if fmt not in SERIALIZATION_FORMATS:
+    if fmt not in (*SERIALIZATION_FORMATS, SKOPS_FORMAT):
         raise InvalidArgument(
-            f"the model at {model_dir!r} is serialized as {fmt!r}; keel reads {SERIALIZATION_FORMATS}",
+            f"the model at {model_dir!r} is serialized as {fmt!r}; keel reads {(*SERIALIZATION_FORMATS, SKOPS_FORMAT)}",
             reason="UNSUPPORTED_FORMAT",
         )
     _require_sklearn("needed to load scikit-learn models")
     add_code_to_sys_path(model_dir, conf)
-    return serialization.load(os.path.join(model_dir, conf.get("pickled_model", PICKLE_FILE)))
+    path = os.path.join(model_dir, conf.get("pickled_model", PICKLE_FILE))
+    if fmt == SKOPS_FORMAT:
+        return load_skops(path, conf.get("skops_trusted_types"))
+    return serialization.load(path)
+
+
+def load_skops(path: str, trusted_types: Sequence[str] | None = None) -> Any:
+    """An estimator MLflow 3 saved in the skops format (``model.skops``), read with
+    ``skops.io.load``: skops rebuilds only the types it knows to be safe plus ``trusted_types``
+    (the ``skops_trusted_types`` the saver wrote into MLmodel, with which MLflow checked at save
+    time that the file loads) and refuses a file holding anything else, so the file is never
+    unpickled. Needs ``skops`` (the sklearn extra)."""
+    require("skops", "sklearn", purpose="needed to load scikit-learn models saved in the skops format")
+    import skops.io
+    from skops.io.exceptions import UntrustedTypesFoundException
+
+    try:
+        return skops.io.load(path, trusted=list(trusted_types) if trusted_types else None)
+    except UntrustedTypesFoundException as exc:
+        raise InvalidArgument(
+            f"the skops model {path!r} holds types neither skops nor its MLmodel trusts: {exc}",
+            reason="UNTRUSTED_TYPES",
+        ) from exc
 
 
 def load_model(model_uri: str) -> Any:

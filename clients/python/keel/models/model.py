@@ -287,6 +287,20 @@ def _infer_from_example(example: Any, predict: Callable[[Any], Any] | None) -> M
 
 # -- log_model: save locally, upload to the run, optionally register ---------------------
 
+DEFAULT_MODEL_PATH = "model"
+
+
+def model_path_of(artifact_path: str | None, name: str | None) -> str:
+    """The run-relative folder a flavor's ``log_model`` writes to: ``name`` (MLflow 3's keyword)
+    or ``artifact_path`` (MLflow 2's), which must agree when both are given; neither: "model"."""
+    if artifact_path is not None and name is not None and artifact_path != name:
+        raise InvalidArgument(
+            f"log_model got artifact_path={artifact_path!r} and name={name!r}: they name the same "
+            "folder of the run, so pass one of them (name, as MLflow 3 does)",
+            reason="INVALID_ARGUMENT",
+        )
+    return name if name is not None else artifact_path if artifact_path is not None else DEFAULT_MODEL_PATH
+
 
 def log_model(
     save: Callable[..., Any],

@@ -26,6 +26,7 @@ from keel.models.model import (
     create_model_dir,
     finish_model_dir,
     locate_model,
+    model_path_of,
 )
 from keel.models.model import log_model as _log_model
 from keel.models.signature import ModelSignature
@@ -156,7 +157,7 @@ def save_model(
 
 
 def log_model(
-    artifact_path: str,
+    artifact_path: str | None = None,
     python_model: PythonModel | None = None,
     artifacts: dict[str, str] | None = None,
     code_paths: Sequence[str] | None = None,
@@ -168,12 +169,14 @@ def log_model(
     conda_env: dict[str, Any] | str | None = None,
     metadata: dict[str, Any] | None = None,
     model_config: dict[str, Any] | None = None,
+    name: str | None = None,
 ) -> ModelInfo:
-    """Save a ``PythonModel`` into the active run (starting one if needed) and optionally
+    """Save a ``PythonModel`` into the active run (starting one if needed) under ``name``
+    (MLflow 3's keyword; ``artifact_path`` is MLflow 2's, default "model") and optionally
     register it as ``registered_model_name``."""
     return _log_model(
         save_model,
-        artifact_path,
+        model_path_of(artifact_path, name),
         registered_model_name,
         python_model=python_model,
         artifacts=artifacts,
