@@ -12,11 +12,13 @@ from keel.exceptions import KeelError
 # Command-group modules, in help order. Each defines register(subparsers).
 GROUPS = (
     "keel.cli.server",
+    "keel.cli.ui",
     "keel.cli.tracking",
     "keel.cli.projects",
     "keel.cli.models",
     "keel.cli.artifacts",
     "keel.cli.auth",
+    "keel.cli.importer",
 )
 
 
