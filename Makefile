@@ -8,6 +8,13 @@ PIP         := $(PY) -m pip
 STAMP       := $(VENV)/.stamp
 BENCH_VENV  ?= bench/.venv-mlflow
 BENCH_STAMP := $(BENCH_VENV)/.stamp
+# The real `mlflow` the MLflow port and the importer are tested against (issue #16), each in its
+# own venv: the newest 3.x that installs (full: its `mlflow server` is the importer's source; 3.18.0
+# needs an mlflow-tracing release PyPI does not have) and the last 2.x minor.
+MLFLOW3_VENV ?= build/venv-mlflow3
+MLFLOW2_VENV ?= build/venv-mlflow2
+MLFLOW3_PIN  ?= mlflow==3.17.2
+MLFLOW2_PIN  ?= mlflow==2.22.5
 BUF_VERSION ?= 1.75.0
 BUF         := node_modules/.bin/buf
 GEN_ROOT    := clients/python
@@ -15,9 +22,9 @@ PYTEST_ARGS ?=
 
 PROTOC = PATH=$(abspath $(VENV))/bin:$$PATH $(abspath $(PY)) -m grpc_tools.protoc -I protos
 
-.PHONY: venv proto proto-check lint test fuzz test-chaos serve demo clean distclean bench-venv \
+.PHONY: venv mlflow-venvs chromium proto proto-check lint test fuzz test-chaos serve demo clean distclean bench-venv \
         bench-tracking bench-artifacts bench-registry bench-inference bench-filters bench-security \
-        bench-autolog bench-evaluate bench-batch
+        bench-autolog bench-evaluate bench-batch bench-mlflow-port bench-console
 
 # ---------------------------------------------------------------- environment
 venv: $(STAMP)
@@ -28,6 +35,29 @@ $(STAMP): requirements.txt pyproject.toml setup.py
 	$(PIP) install -q torch==2.13.0 -r requirements.txt
 	$(PIP) install -q --no-deps -e .
 	touch $@
+
+# Client venvs for the MLflow compatibility tests; rebuilt when the pins change. torch: seed 000
+# (PyTorch) runs in both; fastapi<0.116 (Starlette 0.x): mlflow 2.22's scoring server
+# (`mlflow models serve`) uses Starlette's `route` decorator, which Starlette 1.0 removed.
+# Bump MLFLOW_VENVS_REV when a recipe below changes, so venvs built before are rebuilt.
+MLFLOW_VENVS_REV := 2
+mlflow-venvs: $(MLFLOW3_VENV)/.stamp-$(subst ==,-,$(MLFLOW3_PIN))-r$(MLFLOW_VENVS_REV) \
+              $(MLFLOW2_VENV)/.stamp-$(subst ==,-,$(MLFLOW2_PIN))-r$(MLFLOW_VENVS_REV)
+
+$(MLFLOW3_VENV)/.stamp-%:
+	rm -rf $(MLFLOW3_VENV) && python3 -m venv $(MLFLOW3_VENV)
+	$(MLFLOW3_VENV)/bin/python -m pip install -q '$(MLFLOW3_PIN)' skops==0.16.0 torch==2.13.0
+	touch $@
+
+$(MLFLOW2_VENV)/.stamp-%:
+	rm -rf $(MLFLOW2_VENV) && python3 -m venv $(MLFLOW2_VENV)
+	$(MLFLOW2_VENV)/bin/python -m pip install -q '$(MLFLOW2_PIN)' torch==2.13.0 'fastapi<0.116'
+	touch $@
+
+# The console's browser tests drive Debian's chromium (Playwright's own browser download does
+# not work here).
+chromium:
+	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 # ---------------------------------------------------------------- protobuf stubs
 # The proto root equals the Python import root (protos/keel/... -> clients/python/keel/...).
@@ -77,7 +107,7 @@ lint: $(STAMP) $(BUF)
 
 # ---------------------------------------------------------------- tests
 # with_services.sh checks PostgreSQL + MariaDB and runs a private SeaweedFS S3 server.
-test: $(STAMP) proto-check
+test: $(STAMP) proto-check mlflow-venvs chromium
 	scripts/with_services.sh $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # Longer fuzzing (issue #20): 5,000 hypothesis examples per filter property and 300 requests per
@@ -92,9 +122,10 @@ test-chaos: $(STAMP)
 	rm -f build/chaos-report.json && KEEL_CHAOS_FULL=1 KEEL_CHAOS_REPORT=build/chaos-report.json scripts/with_services.sh $(PY) -m pytest -q -p no:cacheprovider tests/chaos && $(PY) scripts/chaos_report.py build/chaos-report.json docs/reliability.md
 
 # ---------------------------------------------------------------- run
-# All services on 127.0.0.1:50051 over sqlite:///keel.db and file://./keel-artifacts.
+# All services on 127.0.0.1:50051 over sqlite:///keel.db and file://./keel-artifacts, the web
+# console on http://127.0.0.1:5000 and MLflow's REST API on http://127.0.0.1:5001.
 serve: $(STAMP)
-	$(VENV)/bin/keel server
+	$(VENV)/bin/keel server --ui-port 5000 --mlflow-port 5001
 
 # Trains, registers, promotes, serves and queries a model; stops everything it started.
 demo: $(STAMP)
@@ -133,6 +164,16 @@ bench-evaluate: $(STAMP) $(BENCH_STAMP)
 # keel models predict against a plain pandas loop, and keel.pyfunc.spark_udf in local[2] (issue #17).
 bench-batch: $(STAMP)
 	$(PY) bench/bench_batch.py
+
+# The same mlflow client calls against `mlflow server` and keel's MLflow REST port, with the
+# client's own overhead as the floor (issue #16).
+bench-mlflow-port: $(STAMP) mlflow-venvs
+	$(PY) bench/bench_mlflow_port.py
+
+# The console's pages in headless chromium, time to first paint and server time, against
+# `mlflow server`'s UI over the same data (issue #15).
+bench-console: $(STAMP) mlflow-venvs chromium
+	$(PY) bench/bench_console.py
 
 # ---------------------------------------------------------------- cleanup
 clean:
