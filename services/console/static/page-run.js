@@ -42,10 +42,15 @@ export async function render({ el, params, query }) {
   const metricKeys = Object.keys(run.metrics || {}).sort();
   let showAll = false;
 
-  let expName = null;
-  try {
-    expName = (await api.get(`/experiments/${api.enc(run.experiment_id)}`)).name || null;
-  } catch { /* the name is a nicety */ }
+  // The experiment's name is a nicety: the link shows its id until the name arrives, so the
+  // metric charts' requests do not wait for it.
+  const expLink = h('a', { href: href(['runs'], { e: run.experiment_id }) }, run.experiment_id);
+  const crumbLink = h('a', { href: href(['runs'], { e: run.experiment_id }) }, `Experiment ${run.experiment_id}`);
+  api.get(`/experiments/${api.enc(run.experiment_id)}`)
+    .then((exp) => {
+      if (exp && exp.name) expLink.textContent = crumbLink.textContent = exp.name;
+    })
+    .catch(() => { /* keep the id */ });
 
   const end = run.end_time || (run.status === 'RUNNING' ? Date.now() : null);
   const duration = run.duration_ms ?? (run.start_time && end ? end - run.start_time : null);
@@ -55,7 +60,7 @@ export async function render({ el, params, query }) {
   const overview = h('dl', { class: 'kv', 'data-testid': 'run-overview' },
     h('dt', null, 'Status'), h('dd', { 'data-testid': 'run-status' }, badge(run.status)),
     h('dt', null, 'Run ID'), h('dd', { class: 'mono' }, run.run_id),
-    h('dt', null, 'Experiment'), h('dd', null, h('a', { href: href(['runs'], { e: run.experiment_id }) }, expName || run.experiment_id)),
+    h('dt', null, 'Experiment'), h('dd', null, expLink),
     h('dt', null, 'Started'), h('dd', null, fmtTime(run.start_time)),
     h('dt', null, 'Ended'), h('dd', null, fmtTime(run.end_time)),
     h('dt', null, 'Duration'), h('dd', { 'data-testid': 'run-duration' }, duration !== null ? fmtDuration(duration) : '—'),
@@ -189,7 +194,7 @@ export async function render({ el, params, query }) {
   mount(el,
     h('div', { class: 'page-head' },
       h('div', null,
-        h('div', { class: 'crumbs' }, h('a', { href: '#/experiments' }, 'Experiments'), ' / ', h('a', { href: href(['runs'], { e: run.experiment_id }) }, expName || `Experiment ${run.experiment_id}`)),
+        h('div', { class: 'crumbs' }, h('a', { href: '#/experiments' }, 'Experiments'), ' / ', crumbLink),
         h('h1', { 'data-testid': 'run-title' }, run.run_name || shortId(run.run_id), ' ', badge(run.status)),
         h('div', { class: 'sub mono' }, run.run_id))),
     h('div', { class: 'grid2' },
