@@ -1,7 +1,8 @@
 """Search planning of the tracking service: filters (``common/filters.py`` ASTs) compiled into
 Peewee expressions over the tracking tables, sort orders with keyset pagination, and the plans of
-SearchExperiments and SearchRuns (including the index-driven plan for the most common search,
-runs ordered by one metric). What the searches accept is declared in ``tracking/fields.py``.
+SearchExperiments and SearchRuns (including the index-driven plans for the most common searches,
+runs ordered by one metric, param or tag). What the searches accept is declared in
+``tracking/fields.py``.
 
 Semantics (MLflow's): ``metrics.k op v`` matches runs whose latest value of ``k`` satisfies the
 comparison (NaN satisfies only ``!=``); ``params``/``tags`` comparisons match runs that have the
@@ -157,6 +158,10 @@ def search_runs(
             keys[0].key, keys[0].ascending, base, cursor, size, bounds, cache_key
         )
         return infos, pagination.encode_token(last, fp) if last is not None else ""
+    if len(keys) == 1 and keys[0].entity in ("param", "tag"):
+        model = Param if keys[0].entity == "param" else RunTag
+        infos, last = _search_by_one_string(model, keys[0].key, keys[0].ascending, base, cursor, size)
+        return infos, pagination.encode_token(last, fp) if last is not None else ""
 
     columns = ordering.columns
     query = Run.select(*RUN_INFO_COLUMNS, *[c.expr.alias(f"_s{i}") for i, c in enumerate(columns)])
@@ -291,6 +296,69 @@ def _search_by_one_metric(
         rows = rows[:size]
         tail = rows[-1]
         last = [segments[size - 1], float(tail[-1] or 0.0), tail[0]]
+    return [run_info(row) for row in rows], last
+
+
+def _search_by_one_string(
+    model: type[Param] | type[RunTag],
+    key: str,
+    ascending: bool,
+    conditions: list[Any],
+    cursor: list[Any] | None,
+    size: int,
+) -> tuple[list[RunInfoRecord], list[Any] | None]:
+    """``order_by=["params.<key> ASC|DESC"]`` (or one tag), driven on SQLite by the (key, value,
+    run_id) index of migration 7 so it reads a page's worth of rows, not every run joined and
+    sorted. The order and the cursor are ``run_ordering``'s for the same key, so page tokens pass
+    between the two plans: [rank, value, run_id], rank 0 for runs with the key (by value, then
+    run_id), then 1 (-1 for DESC) for runs without it (by run_id, value '')."""
+    missing_rank = 1 if ascending else -1
+    segment, value, after_id = 0, "", None
+    if cursor is not None:
+        check_cursor(cursor, 3)
+        rank, value, after_id = cursor
+        # Tokens are not signed: a forged one must not reach the database with the wrong types.
+        if not (
+            type(rank) is int
+            and rank in (0, missing_rank)
+            and isinstance(value, str)
+            and isinstance(after_id, str)
+        ):
+            check_cursor([], 3)
+        segment = 0 if rank == 0 else 1
+    rows: list[tuple[Any, ...]] = []
+    segments: list[int] = []  # the segment of each row, for the cursor
+    while segment <= 1 and len(rows) <= size:
+        o = model.alias("o0")
+        if segment == 0:
+            query: Any = (
+                o.select(*RUN_INFO_COLUMNS, o.value)
+                .join(Run, pw.JOIN.CROSS)  # CROSS keeps SQLite walking the value index first
+                .where((Run.run_id == o.run) & (o.key == key))
+            )
+            order = [o.value.asc(), o.run.asc()] if ascending else [o.value.desc(), o.run.desc()]
+            if after_id is not None:
+                position, bound = pw.Tuple(o.value, o.run), pw.Tuple(value, after_id)
+                query = query.where(position > bound if ascending else position < bound)
+        else:
+            query = Run.select(*RUN_INFO_COLUMNS, pw.Value("").alias("_v")).where(
+                ~pw.fn.EXISTS(o.select(pw.SQL("1")).where((o.run == Run.run_id) & (o.key == key)))
+            )
+            order = [Run.run_id.asc() if ascending else Run.run_id.desc()]
+            if after_id is not None:
+                query = query.where(Run.run_id > after_id if ascending else Run.run_id < after_id)
+        for condition in conditions:
+            query = query.where(condition)
+        # Raw rows: Peewee's per-field conversion is not needed for these plain columns.
+        found = db.execute_sql(*query.order_by(*order).limit(size + 1 - len(rows)).sql()).fetchall()
+        rows.extend(found)
+        segments.extend([segment] * len(found))
+        segment, value, after_id = segment + 1, "", None
+    last: list[Any] | None = None
+    if len(rows) > size:
+        rows = rows[:size]
+        tail, tail_segment = rows[-1], segments[size - 1]
+        last = [0, tail[-1], tail[0]] if tail_segment == 0 else [missing_rank, "", tail[0]]
     return [run_info(row) for row in rows], last
 
 

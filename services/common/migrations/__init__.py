@@ -24,6 +24,7 @@ from . import (
     m0004_auth_audit,
     m0005_approvals,
     m0006_logged_models,
+    m0007_param_tag_value_index,
 )
 
 MIGRATIONS: list[ModuleType] = [
@@ -33,6 +34,7 @@ MIGRATIONS: list[ModuleType] = [
     m0004_auth_audit,
     m0005_approvals,
     m0006_logged_models,
+    m0007_param_tag_value_index,
 ]
 LATEST_VERSION = MIGRATIONS[-1].NUMBER
 
