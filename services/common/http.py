@@ -321,7 +321,9 @@ class RequestHandler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         request: Request | None = None
         try:
-            if self.server.loopback_only and not _is_loopback(_host_name(self.headers.get("Host", ""))):
+            host = self.headers.get("Host", "")
+            # (No Host header at all is an HTTP/1.0 client, never a browser: DNS rebinding needs one.)
+            if self.server.loopback_only and host and not _is_loopback(_host_name(host)):
                 raise PermissionDenied(
                     f"Host {self.headers.get('Host', '')!r} is not a loopback name and this server listens on "
                     "loopback only: use localhost or 127.0.0.1 (to serve other names, bind --host to them)",

@@ -13,6 +13,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from ast_source import parse_file
 
 from keel import extras
 from keel.exceptions import FailedPrecondition, KeelError, MissingExtra
@@ -153,7 +154,7 @@ def _require_calls() -> list[tuple[str, str, str]]:
         for path in folder.rglob("*.py"):
             if "_pb2" in path.name:
                 continue
-            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            for node in ast.walk(parse_file(path)):
                 if (
                     isinstance(node, ast.Call)
                     and getattr(node.func, "id", getattr(node.func, "attr", None)) == "require"

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from ast_source import parse_file
 
 REPO = Path(__file__).resolve().parents[2]
 SDK_DIR = REPO / "clients" / "python" / "keel"
@@ -63,7 +64,7 @@ def _is_type_checking(test: ast.expr) -> bool:
 
 
 def _imports(module: str, path: Path) -> Iterator[Import]:
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    tree = parse_file(path)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
 
     def absolute(node: ast.ImportFrom) -> str:
@@ -149,7 +150,7 @@ def _allowed(name: str) -> set[str]:
 
 def _root_uses(path: Path) -> set[str]:
     """The attributes read off the name ``keel`` in a file (``keel.__version__`` -> __version__)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+    tree = parse_file(path)
     return {
         node.attr
         for node in ast.walk(tree)
