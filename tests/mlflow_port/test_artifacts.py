@@ -385,7 +385,7 @@ def test_short_and_chunked_bodies_store_nothing(mlflow_port: Any, sdk: Any, run:
     host, port = "127.0.0.1", int(mlflow_port.http_url.rsplit(":", 1)[1])
     path = proxy_path(experiment_id, run_id, "short.bin")
     with socket.create_connection((host, port), timeout=30) as conn:
-        conn.sendall(f"PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n".encode() + b"x" * 400)
+        conn.sendall(f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n".encode() + b"x" * 400)
         conn.shutdown(socket.SHUT_WR)  # the client goes away 600 bytes early
         answer = b""
         while chunk := conn.recv(65536):
@@ -394,7 +394,7 @@ def test_short_and_chunked_bodies_store_nothing(mlflow_port: Any, sdk: Any, run:
     assert b"TRUNCATED_BODY" in answer
     with socket.create_connection((host, port), timeout=30) as conn:
         conn.sendall(
-            f"PUT {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n".encode()
+            f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n".encode()
         )
         answer = conn.recv(65536)
     assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
