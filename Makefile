@@ -161,9 +161,13 @@ bench-evaluate: $(STAMP) $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python -c "import shap" 2>/dev/null || $(BENCH_VENV)/bin/python -m pip install -q shap==0.51.0
 	$(PY) bench/bench_evaluate.py
 
-# keel models predict against a plain pandas loop, and keel.pyfunc.spark_udf in local[2] (issue #17).
-bench-batch: $(STAMP)
-	$(PY) bench/bench_batch.py
+# keel models predict against a plain pandas loop, and keel.pyfunc.spark_udf against MLflow's
+# spark_udf in local[2] (issue #17); MLflow's session runs in its venv, given pyspark and pyarrow
+# pinned as in requirements.txt (mlflow 3.17.2 asks for pyarrow<26: pip warns, the UDF works).
+bench-batch: $(STAMP) mlflow-venvs
+	$(MLFLOW3_VENV)/bin/python -c "import pyspark, pyarrow" 2>/dev/null || \
+	  $(MLFLOW3_VENV)/bin/python -m pip install -q $$(grep -E '^(pyspark|pyarrow)==' requirements.txt)
+	$(PY) bench/bench_batch.py --mlflow-python $(MLFLOW3_VENV)/bin/python
 
 # The same mlflow client calls against `mlflow server` and keel's MLflow REST port, with the
 # client's own overhead as the floor (issue #16).

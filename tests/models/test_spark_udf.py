@@ -260,6 +260,93 @@ def test_several_output_columns_give_a_struct(spark: SparkSession, tmp_path: Pat
         frame.select(as_long()).collect()
 
 
+class Describe(keel.pyfunc.PythonModel):
+    """Returns, per row, the dtypes and values it was given: what the model sees."""
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.Series:
+        return _describe(model_input)
+
+
+def _describe(frame: pd.DataFrame) -> pd.Series:
+    kinds = ",".join(f"{name}:{frame[name].dtype}" for name in frame.columns)
+    return pd.Series([f"{kinds}|{list(row)!r}" for row in frame.itertuples(index=False)])
+
+
+class EchoTimestamp(keel.pyfunc.PythonModel):
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.Series:
+        return model_input["ts"]
+
+
+def test_the_model_sees_what_a_pandas_udf_sees(spark: SparkSession, tmp_path: Path) -> None:
+    """The Arrow UDF converts nothing a pandas UDF would not: nulls, strings, binary, dates,
+    timestamps (in the session's zone), maps and arrays reach the model as pyspark has them."""
+    from pyspark import cloudpickle
+    from pyspark.sql.functions import pandas_udf
+
+    keel.pyfunc.save_model(str(tmp_path / "describe"), python_model=Describe())
+    keel.pyfunc.save_model(str(tmp_path / "echo"), python_model=EchoTimestamp())
+
+    @pandas_udf("string")  # type: ignore[call-overload]
+    def reference(batch: pd.DataFrame) -> pd.Series:
+        return _describe(batch)
+
+    saved_zone = spark.conf.get("spark.sql.session.timeZone")
+    spark.conf.set("spark.sql.session.timeZone", "America/New_York")  # literals below are New York time
+    # the workers cannot import this module (it needs the test tree): ship its code with the UDF
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    frame = spark.sql(
+        "SELECT * FROM VALUES "
+        "(1, 'a', 1.5, true, X'01', DATE'2024-02-29', TIMESTAMP'2024-03-10 01:30:00', map('k', 1), array(1.0, 2.0)), "
+        "(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL), "
+        "(3, 'c', -2.0, false, X'', DATE'1970-01-01', TIMESTAMP'1969-12-31 23:59:59.123456', map(), array()) "
+        "AS t(n, s, x, b, bin, d, ts, m, arr)"
+    ).coalesce(1)
+    columns = frame.columns
+    try:
+        describe = keel.pyfunc.spark_udf(spark, str(tmp_path / "describe"), result_type="string")
+        got = frame.select(
+            describe(*columns).alias("keel"), reference(F.struct(*columns)).alias("pandas")
+        ).collect()
+        assert [r.keel for r in got] == [r.pandas for r in got]
+        assert "n:Int32," in got[0].keel and "Timestamp('2024-03-10 01:30:00')" in got[0].keel
+
+        # a naive datetime returned by the model is wall time in the session's zone, as pyspark has it
+        echo = keel.pyfunc.spark_udf(spark, str(tmp_path / "echo"), result_type="timestamp")
+        both = frame.select("ts", echo("ts").alias("back")).collect()
+        assert [r.back for r in both] == [r.ts for r in both]
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+        spark.conf.set("spark.sql.session.timeZone", saved_zone)
+
+
+def test_nested_arrays_convert_as_whole_arrays_both_ways() -> None:
+    """Rectangular list columns become one tensor from the list offsets (also for a slice of a
+    column, whose offsets do not start at 0), and tensor results become list offsets."""
+    import pyarrow as pa
+    from pyspark.sql.types import ArrayType, DoubleType, LongType
+
+    from keel.models.schema import TensorSpec
+    from keel.pyfunc import spark as keel_spark
+
+    values = np.arange(24, dtype=np.float64).reshape(4, 3, 2)
+    column = pa.array(values.tolist(), type=pa.list_(pa.list_(pa.float64())))[1:]
+    spec = TensorSpec(np.dtype("float32"), (-1, 3, 2))
+    tensor = keel_spark._tensor_input(column, spec)
+    assert tensor.dtype == np.float32
+    np.testing.assert_array_equal(tensor, values[1:].astype(np.float32))
+
+    ragged = pa.array([[1.0, 2.0], [3.0]], type=pa.list_(pa.float64()))  # row by row, and numpy says why
+    with pytest.raises(ValueError):
+        keel_spark._tensor_input(ragged, TensorSpec(np.dtype("float64"), (-1, 2)))
+
+    back = keel_spark._to_arrow(values, ArrayType(ArrayType(DoubleType())), 4, "UTC")
+    assert back.type == pa.list_(pa.list_(pa.float64())) and back.to_pylist() == values.tolist()
+    with pytest.raises(InvalidArgument, match="float64 values, which would be cut to the result type bigint"):
+        keel_spark._to_arrow(values, ArrayType(ArrayType(LongType())), 4, "UTC")
+    with pytest.raises(InvalidArgument, match="returned 4 predictions for a batch of 5 rows"):
+        keel_spark._to_arrow(values[:, 0, 0], DoubleType(), 5, "UTC")
+
+
 def test_bad_arguments_fail_before_anything_runs(
     spark: SparkSession, sklearn_uri: str, tmp_path: Path
 ) -> None:
@@ -271,6 +358,16 @@ def test_bad_arguments_fail_before_anything_runs(
         keel.pyfunc.spark_udf(spark, sklearn_uri, result_type=42)  # type: ignore[arg-type]
     with pytest.raises(keel.exceptions.NotFound):
         keel.pyfunc.spark_udf(spark, str(tmp_path / "absent"))
+
+
+def test_a_pyspark_without_arrow_udfs_is_refused_naming_the_version(
+    spark: SparkSession, sklearn_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyspark.sql.functions
+
+    monkeypatch.delattr(pyspark.sql.functions, "arrow_udf")  # what pyspark 4.0 looks like
+    with pytest.raises(MissingExtra, match=r"needs pyspark 4\.1 or later \(Arrow UDFs\), found 4\."):
+        keel.pyfunc.spark_udf(spark, sklearn_uri)
 
 
 def test_without_pyspark_the_error_names_the_extra(

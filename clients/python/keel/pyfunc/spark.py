@@ -13,12 +13,20 @@ How the model travels (the problems MLflow's UDF has are avoided on purpose):
 * each executor unpacks the archive once, into a directory published by an atomic rename, so
   Python workers starting together never see a half-written model;
 * each Python worker process loads the model once and keeps it across tasks and batches
-  (Spark reuses its Python workers by default), then runs an iterator-of-batches pandas UDF.
+  (Spark reuses its Python workers by default), then runs an iterator-of-batches Arrow UDF.
 
 Inputs go through ``PyFuncModel.predict``, so the signature is enforced exactly as in pyfunc:
 called with no columns, the UDF passes the row's columns and the model takes those its signature
 names (a missing one fails with the signature's message); called with columns, they are matched
-to the signature's inputs by position. Tensor-signature models take array columns.
+to the signature's inputs by position (under a named signature they travel one by one, which
+spares Spark a struct per row). Tensor-signature models take array columns.
+
+Why an Arrow UDF (pyspark >= 4.1) rather than a pandas one: the model sees the same data
+(``_to_pandas`` follows pyspark's conversion rules), but null-free number columns of one type
+reach ``PyFuncModel.predict`` as a ``ColumnBlock`` (the same checks, then an array for flavors
+that take one, no DataFrame), rectangular array columns become tensors without a loop per row,
+and predictions go back as Arrow arrays: the worker converts nothing to or from pandas per
+batch (``bench/bench_batch.py`` measures what that saves).
 """
 
 from __future__ import annotations
@@ -32,19 +40,21 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Tuple  # noqa: UP035 - pyspark reads typing.Tuple
 from urllib.parse import urlparse
 
 import numpy as np
 
-from keel.exceptions import InvalidArgument
-from keel.extras import require
+from keel.exceptions import InvalidArgument, MissingExtra
+from keel.extras import install_command, require
 from keel.models.model import Model
 from keel.models.schema import DataType, Schema, TensorSpec
 from keel.models.uri import resolve_model_uri
+from keel.models.utils import ColumnBlock
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
     from pyspark.sql import Column, SparkSession
     from pyspark.sql.types import DataType as SparkDataType
 
@@ -154,7 +164,164 @@ def _parse_result_type(result_type: SparkDataType | str) -> SparkDataType:
     )
 
 
-# -- converting batches ----------------------------------------------------------------------
+# -- Arrow in: one batch as what PyFuncModel.predict takes ---------------------------------------
+
+
+def _plain_numpy(arr: pa.Array) -> np.ndarray | None:
+    """A null-free boolean or number column as numpy (numbers without a copy), the dtype a
+    pandas UDF would have seen; None for anything else (nulls, strings, times, nested values)."""
+    import pyarrow as pa
+
+    kind = arr.type
+    if arr.null_count or not (
+        pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
+    ):
+        return None
+    return arr.to_numpy(zero_copy_only=False)
+
+
+def _to_pandas(arr: pa.Array) -> pd.Series:
+    """Any column as a pandas UDF receives it (pyspark's rules where they agree with each other):
+    integers with nulls as pandas' nullable integers (``Int64``; pyspark gives those or float64
+    depending on the other columns of the struct), booleans with nulls as objects, dates as
+    ``datetime.date``, timestamps as naive wall time in the column's zone (Spark sends the
+    session's), maps as dicts, arrays as numpy arrays, decimals as ``Decimal``."""
+    import pandas as pd
+    import pyarrow as pa
+
+    kind = arr.type
+    if pa.types.is_integer(kind) and arr.null_count:
+        nullable = pd.api.types.pandas_dtype(str(kind).replace("int", "Int").replace("uInt", "UInt"))
+        return arr.to_pandas(types_mapper={kind: nullable}.get)
+    series = arr.to_pandas(date_as_object=True)
+    if pa.types.is_timestamp(kind) and kind.tz is not None:
+        series = series.dt.tz_localize(None)
+    elif pa.types.is_map(kind):
+        series = series.map(lambda pairs: None if pairs is None else dict(pairs))
+    return series
+
+
+def _frame(
+    columns: list[pa.Array], names: list[str], rows: int, plain: list[np.ndarray | None] | None = None
+) -> pd.DataFrame:
+    """The columns as the DataFrame a pandas UDF would have received (duplicate names kept);
+    ``plain``: their ``_plain_numpy`` when already known."""
+    import pandas as pd
+
+    data: dict[int, Any] = {}
+    for i, arr in enumerate(columns):
+        values = plain[i] if plain is not None else _plain_numpy(arr)
+        data[i] = values if values is not None else _to_pandas(arr)
+    frame = pd.DataFrame(data, index=pd.RangeIndex(rows))
+    frame.columns = pd.Index(names, dtype=object)
+    return frame
+
+
+def _dense(arr: pa.Array, depth: int) -> np.ndarray | None:
+    """A column of nested lists as one array of shape ``(rows, d1, ..., d<depth>)`` when every
+    level is null-free and rectangular and the leaves are plain numbers; None otherwise."""
+    import pyarrow as pa
+
+    shape = [len(arr)]
+    for _ in range(depth):
+        if arr.null_count or not (pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type)):
+            return None
+        lengths = np.diff(arr.offsets.to_numpy())
+        if len(lengths) == 0 or (lengths != lengths[0]).any():
+            return None
+        shape.append(int(lengths[0]))
+        arr = arr.flatten()  # this level's values, the slice's own (offsets taken into account)
+    leaves = _plain_numpy(arr)
+    return None if leaves is None else leaves.reshape(shape)
+
+
+def _tensor_input(arr: pa.Array, spec: TensorSpec) -> np.ndarray:
+    """An array column (one nested list per row) as the tensor ``spec`` describes."""
+    depth = max(len(spec.shape) - 1, 0)  # the first dimension is the batch
+    dense = _dense(arr, depth)
+    if dense is not None:
+        return dense.astype(spec.dtype, copy=False)
+    values = _to_pandas(arr)  # ragged, with nulls, or not numbers: row by row, as pandas has it
+    if depth == 0:
+        return values.to_numpy().astype(spec.dtype, copy=False)
+    rows = [np.asarray(v) for v in values]
+    if any(r.dtype == object for r in rows):  # nested arrays arrive as arrays of arrays
+        rows = [np.stack(list(r)) if r.size else r for r in rows]
+    return np.stack(rows).astype(spec.dtype, copy=False)
+
+
+def _model_input(columns: list[pa.Array], names: list[str], inputs: Schema | None, rows: int) -> Any:
+    """What ``PyFuncModel.predict`` receives for one batch, the signature's enforcement still
+    to come: the batch as the DataFrame a pandas UDF would have seen, except that null-free
+    number columns of one dtype travel as a ``ColumnBlock`` (same checks, no DataFrame) and
+    tensor inputs as arrays."""
+    if inputs is None:
+        return _frame(columns, names, rows)
+    if inputs.is_tensor_spec():
+        specs = [s for s in inputs.inputs if isinstance(s, TensorSpec)]
+        if not inputs.has_input_names():
+            if len(columns) != 1 or len(specs) != 1:
+                raise InvalidArgument(
+                    f"the model takes one tensor; pass it as one array column, got {len(columns)} columns",
+                    reason="SIGNATURE_MISMATCH",
+                )
+            return _tensor_input(columns[0], specs[0])
+        by_name = dict(zip(names, columns, strict=True))
+        missing = [s.name for s in specs if s.name not in by_name]
+        if missing:
+            raise InvalidArgument(
+                f"missing input tensor{'s' if len(missing) > 1 else ''} {', '.join(repr(m) for m in missing)}: "
+                f"the model expects {[s.name for s in specs]}, got {names}",
+                reason="SIGNATURE_MISMATCH",
+            )
+        return {str(s.name): _tensor_input(by_name[str(s.name)], s) for s in specs}
+    if inputs.has_input_names():
+        wanted = [str(n) for n in inputs.input_names()]
+        if names != wanted and set(wanted).issubset(names) and len(set(names)) == len(names):
+            # the signature's columns in its order: enforcement drops the others anyway
+            by_name = dict(zip(names, columns, strict=True))
+            columns, names = [by_name[n] for n in wanted], wanted
+    values = [_plain_numpy(arr) for arr in columns]
+    plain = [v for v in values if v is not None]
+    if plain and len(plain) == len(values) and plain[0].dtype.kind in "iuf":
+        if all(v.dtype == plain[0].dtype for v in plain):
+            return ColumnBlock(np.column_stack(plain), names)
+    return _frame(columns, names, rows, values)
+
+
+# -- Arrow out: predictions as the result type -----------------------------------------------------
+
+
+def _arrow_type(spark_type: SparkDataType) -> pa.DataType | None:
+    """The Arrow type Spark reads as ``spark_type``; None for types left to Spark's own cast
+    (dates, decimals, maps...)."""
+    import pyarrow as pa
+
+    T = _pyspark_types()
+    simple: list[tuple[Any, Any]] = [
+        (T.BooleanType, pa.bool_()),
+        (T.ByteType, pa.int8()),
+        (T.ShortType, pa.int16()),
+        (T.IntegerType, pa.int32()),
+        (T.LongType, pa.int64()),
+        (T.FloatType, pa.float32()),
+        (T.DoubleType, pa.float64()),
+        (T.StringType, pa.string()),
+        (T.BinaryType, pa.binary()),
+        (T.TimestampType, pa.timestamp("us", tz="UTC")),
+    ]
+    for cls, arrow in simple:
+        if isinstance(spark_type, cls):
+            return arrow
+    if isinstance(spark_type, T.ArrayType):
+        element = _arrow_type(spark_type.elementType)
+        return None if element is None else pa.list_(element)
+    if isinstance(spark_type, T.StructType):
+        fields = [(f.name, _arrow_type(f.dataType)) for f in spark_type.fields]
+        if any(t is None for _, t in fields):
+            return None
+        return pa.struct(fields)  # type: ignore[arg-type]
+    return None
 
 
 def _numpy_of_spark(spark_type: SparkDataType) -> np.dtype | None:
@@ -174,18 +341,43 @@ def _numpy_of_spark(spark_type: SparkDataType) -> np.dtype | None:
     return None
 
 
-def _column_values(values: Any, spark_type: SparkDataType) -> pd.Series:
-    """One output column as the pandas Series Arrow writes as ``spark_type``."""
+def _cast_numbers(arr: np.ndarray, spark_type: SparkDataType) -> np.ndarray:
+    """``arr`` in the numpy type of ``spark_type``: within a kind or up a kind (bool -> int ->
+    float), never float -> int or int -> bool, which would cut values."""
+    target = _numpy_of_spark(spark_type)
+    if target is None or arr.dtype == target:
+        return arr
+    if arr.dtype.kind in "iufb" and np.can_cast(arr.dtype, target, casting="same_kind"):
+        return arr.astype(target)
+    raise InvalidArgument(
+        f"the model returned {arr.dtype} values, which would be cut to the result type "
+        f"{spark_type.simpleString()}: pass a result_type that holds them",
+        reason="INVALID_RESULT_TYPE",
+    )
+
+
+def _timestamps(values: Any, session_zone: str) -> pa.Array:
+    """Datetimes as Spark's timestamps: naive values are wall time in the session's zone (as
+    pyspark reads pandas results), aware ones are converted; microseconds, never rounded."""
     import pandas as pd
+    import pyarrow as pa
+
+    series = pd.Series(pd.to_datetime(values))
+    if series.dt.tz is None:
+        series = series.dt.tz_localize(session_zone)
+    return pa.array(series.dt.tz_convert("UTC"), type=pa.timestamp("us", tz="UTC"), from_pandas=True)
+
+
+def _column_values(values: Any, spark_type: SparkDataType, session_zone: str) -> pa.Array:
+    """One output column as the Arrow array Spark reads as ``spark_type``."""
+    import pandas as pd
+    import pyarrow as pa
 
     T = _pyspark_types()
     if isinstance(values, pd.DataFrame):
         values = values.to_numpy() if values.shape[1] != 1 else values.iloc[:, 0]
     if isinstance(spark_type, T.ArrayType):
-        arr = np.asarray(values)
-        if arr.ndim < 2:  # already one list per row
-            return pd.Series(list(values))
-        return pd.Series(list(arr))
+        return _lists(values, spark_type)
     arr = np.asarray(values)
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
@@ -195,26 +387,46 @@ def _column_values(values: Any, spark_type: SparkDataType) -> pd.Series:
             "pass result_type='array<...>' (or a struct) for several values per row",
             reason="INVALID_RESULT_TYPE",
         )
-    target = _numpy_of_spark(spark_type)
-    if target is not None and arr.dtype != target:
-        # within a kind, or up a kind (bool -> int -> float); never float -> int or int -> bool
-        if arr.dtype.kind in "iufb" and np.can_cast(arr.dtype, target, casting="same_kind"):
-            arr = arr.astype(target)
-        else:
-            raise InvalidArgument(
-                f"the model returned {arr.dtype} values, which would be cut to the result type "
-                f"{spark_type.simpleString()}: pass a result_type that holds them",
-                reason="INVALID_RESULT_TYPE",
-            )
+    if isinstance(spark_type, T.TimestampType):
+        return _timestamps(arr, session_zone)
+    arr = _cast_numbers(arr, spark_type)
     if isinstance(spark_type, T.StringType) and arr.dtype.kind != "O":
         arr = arr.astype(str).astype(object)
-    return pd.Series(arr)
+    return pa.array(arr, type=_arrow_type(spark_type), from_pandas=True)
 
 
-def _to_result(prediction: Any, spark_type: SparkDataType, rows: int) -> pd.Series | pd.DataFrame:
-    """A batch of predictions as what the pandas UDF returns: a Series, or a DataFrame for a
-    struct result (fields taken by name when the model named them, by position otherwise)."""
+def _lists(values: Any, spark_type: SparkDataType) -> pa.Array:
+    """Rows of (nested) lists for an ``array<...>`` result: a rectangular numeric array becomes
+    list offsets over its flat values (no Python loop per row); anything else goes row by row."""
+    import pyarrow as pa
+
+    T = _pyspark_types()
+    depth, leaf = 0, spark_type
+    while isinstance(leaf, T.ArrayType):
+        depth, leaf = depth + 1, leaf.elementType
+    target = _arrow_type(spark_type)
+    arr = np.asarray(values) if not isinstance(values, list) else None
+    if (
+        arr is not None
+        and arr.ndim == depth + 1
+        and arr.dtype.kind in "iufb"
+        and _numpy_of_spark(leaf) is not None
+    ):
+        flat = pa.array(_cast_numbers(arr.reshape(-1), leaf), type=_arrow_type(leaf))
+        for level in range(arr.ndim - 1, 0, -1):  # innermost lists first
+            count = int(np.prod(arr.shape[:level]))
+            offsets = pa.array(np.arange(count + 1, dtype=np.int32) * arr.shape[level])
+            flat = pa.ListArray.from_arrays(offsets, flat)
+        return flat
+    rows = list(values) if arr is None or arr.ndim < 2 else list(arr)
+    return pa.array([None if r is None else np.asarray(r).tolist() for r in rows], type=target)
+
+
+def _to_arrow(prediction: Any, spark_type: SparkDataType, rows: int, session_zone: str) -> pa.Array:
+    """A batch of predictions as the Arrow array the UDF returns, a struct for a struct result
+    type (fields taken by name when the model named them, by position otherwise)."""
     import pandas as pd
+    import pyarrow as pa
 
     T = _pyspark_types()
     if isinstance(spark_type, T.StructType):
@@ -245,62 +457,26 @@ def _to_result(prediction: Any, spark_type: SparkDataType, rows: int) -> pd.Seri
                     reason="INVALID_RESULT_TYPE",
                 )
             parts = [arr[:, i] for i in range(len(fields))]
-        out = {f.name: _column_values(p, f.dataType).to_numpy() for f, p in zip(fields, parts, strict=True)}
-        frame = pd.DataFrame(out)
+        arrays = [_column_values(p, f.dataType, session_zone) for f, p in zip(fields, parts, strict=True)]
+        lengths = {len(a) for a in arrays}
+        if len(lengths) > 1:
+            raise InvalidArgument(
+                f"the model returned fields of different lengths {sorted(lengths)} for the struct result",
+                reason="INVALID_RESULT_TYPE",
+            )
+        result: pa.Array = pa.StructArray.from_arrays(
+            arrays, fields=[pa.field(f.name, a.type) for f, a in zip(fields, arrays, strict=True)]
+        )
     else:
         if isinstance(prediction, dict) and len(prediction) == 1:
             prediction = next(iter(prediction.values()))
-        frame = _column_values(prediction, spark_type)
-    if len(frame) != rows:
+        result = _column_values(prediction, spark_type, session_zone)
+    if len(result) != rows:
         raise InvalidArgument(
-            f"the model returned {len(frame)} predictions for a batch of {rows} rows",
+            f"the model returned {len(result)} predictions for a batch of {rows} rows",
             reason="INVALID_RESULT_TYPE",
         )
-    return frame
-
-
-def _tensor_input(values: pd.Series, spec: TensorSpec) -> np.ndarray:
-    """An array column (one nested list per row) as the tensor ``spec`` describes."""
-    if len(spec.shape) <= 1:
-        return values.to_numpy().astype(spec.dtype, copy=False)
-    rows = [np.asarray(v) for v in values]
-    if any(r.dtype == object for r in rows):  # nested arrays arrive as arrays of arrays
-        rows = [np.stack(list(r)) if r.size else r for r in rows]
-    stacked = np.stack(rows) if rows else np.empty((0, *[max(d, 0) for d in spec.shape[1:]]))
-    return stacked.astype(spec.dtype, copy=False)
-
-
-def _model_input(batch: pd.DataFrame, inputs: Schema | None, by_position: bool) -> Any:
-    """What ``PyFuncModel.predict`` receives for one batch of the UDF's struct column."""
-    if inputs is None:
-        return batch
-    if by_position:
-        if len(batch.columns) > len(inputs.inputs):
-            raise InvalidArgument(
-                f"spark_udf got {len(batch.columns)} columns, the model's signature has "
-                f"{len(inputs.inputs)} inputs {inputs.input_names()}",
-                reason="SIGNATURE_MISMATCH",
-            )
-        if inputs.has_input_names():
-            batch = batch.set_axis([str(n) for n in inputs.input_names()[: len(batch.columns)]], axis=1)
-    if not inputs.is_tensor_spec():
-        return batch
-    specs = [s for s in inputs.inputs if isinstance(s, TensorSpec)]
-    if not inputs.has_input_names():
-        if len(batch.columns) != 1 or len(specs) != 1:
-            raise InvalidArgument(
-                f"the model takes one tensor; pass it as one array column, got {len(batch.columns)} columns",
-                reason="SIGNATURE_MISMATCH",
-            )
-        return _tensor_input(batch.iloc[:, 0], specs[0])
-    missing = [s.name for s in specs if s.name not in batch.columns]
-    if missing:
-        raise InvalidArgument(
-            f"missing input tensor{'s' if len(missing) > 1 else ''} {', '.join(repr(m) for m in missing)}: "
-            f"the model expects {[s.name for s in specs]}, got {list(batch.columns)}",
-            reason="SIGNATURE_MISMATCH",
-        )
-    return {str(s.name): _tensor_input(batch[s.name], s) for s in specs}
+    return result
 
 
 # -- shipping and loading ----------------------------------------------------------------------
@@ -351,38 +527,88 @@ def _worker_model(archive_name: str) -> PyFuncModel:
         return model
 
 
-def _make_predict(
-    archive_name: str, inputs: Schema | None, by_position: bool, spark_type: SparkDataType
-) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.Series | pd.DataFrame]]:
-    import pandas as pd
+def _input_names(names: list[str], inputs: Schema | None, by_position: bool) -> list[str]:
+    """The batch's column names as the model sees them: the DataFrame's own (called with no
+    columns), or the signature's input names by position (called with columns)."""
+    if not by_position or inputs is None:
+        return names
+    if len(names) > len(inputs.inputs):
+        raise InvalidArgument(
+            f"spark_udf got {len(names)} columns, the model's signature has "
+            f"{len(inputs.inputs)} inputs {inputs.input_names()}",
+            reason="SIGNATURE_MISMATCH",
+        )
+    if not inputs.has_input_names():
+        return names
+    return [str(n) for n in inputs.input_names()[: len(names)]]
 
-    def predict(batches: Iterator[pd.DataFrame]) -> Iterator[pd.Series | pd.DataFrame]:
+
+def _make_predict(
+    archive_name: str,
+    inputs: Schema | None,
+    by_position: bool,
+    spark_type: SparkDataType,
+    session_zone: str,
+    names: list[str] | None = None,
+) -> Callable[[Iterator[Any]], Iterator[pa.Array]]:
+    """The UDF's function. ``names``: the input names when the columns travel one by one
+    (called with columns, the signature naming its inputs: Spark then builds no struct per
+    row); None when they travel as the fields of one struct column."""
+    import pyarrow as pa
+
+    def predict(batches: Iterator[Any]) -> Iterator[pa.Array]:
         model = _worker_model(archive_name)
         for batch in batches:
-            prediction = model.predict(_model_input(batch, inputs, by_position))
-            yield _to_result(prediction, spark_type, len(batch))
+            if names is None:  # one struct column: the UDF's input columns as its fields
+                columns, rows = batch.flatten(), len(batch)
+                batch_names = _input_names([str(n) for n in batch.type.names], inputs, by_position)
+            else:  # Spark passes one array alone, several as a tuple
+                columns = list(batch) if isinstance(batch, tuple) else [batch]
+                rows, batch_names = len(columns[0]), names
+            if rows == 0:
+                yield pa.nulls(0)  # Spark casts it to the result type
+                continue
+            prediction = model.predict(_model_input(columns, batch_names, inputs, rows))
+            yield _to_arrow(prediction, spark_type, rows, session_zone)
 
-    # Spark picks the UDF kind from the hints: an iterator of batches in (a struct column arrives
-    # as a DataFrame), an iterator of Series out, or of DataFrames for a struct result
-    out = pd.DataFrame if isinstance(spark_type, _pyspark_types().StructType) else pd.Series
-    predict.__annotations__ = {"batches": Iterator[pd.DataFrame], "return": Iterator[out]}  # type: ignore[valid-type]
+    # Spark picks the UDF kind from the hints: an iterator of Arrow arrays (or of tuples of
+    # them) in, an iterator of Arrow arrays out
+    given = Iterator[pa.Array] if names is None else Iterator[Tuple[pa.Array, ...]]  # noqa: UP006
+    predict.__annotations__ = {"batches": given, "return": Iterator[pa.Array]}
     return predict
+
+
+def _arrow_udf() -> Any:
+    try:
+        from pyspark.sql.functions import arrow_udf
+    except ImportError:
+        import pyspark
+
+        raise MissingExtra(
+            f"keel.pyfunc.spark_udf needs pyspark 4.1 or later (Arrow UDFs), found {pyspark.__version__}: "
+            f"{install_command('spark')}",
+            extra="spark",
+            package="pyspark",
+        ) from None
+    return arrow_udf
 
 
 class SparkUDF:
     """The callable ``spark_udf`` returns: ``udf()`` takes the columns the signature names,
     ``udf(col, ...)`` takes columns (names or ``Column`` objects) by position."""
 
-    def __init__(self, archive_name: str, metadata: Model, result_type: SparkDataType) -> None:
+    def __init__(
+        self, archive_name: str, metadata: Model, result_type: SparkDataType, session_zone: str = "UTC"
+    ) -> None:
         self.metadata = metadata
         self.result_type = result_type
         self._archive_name = archive_name
+        self._session_zone = session_zone  # how pyspark reads naive datetimes the model returns
         signature = metadata.signature
         self._inputs = signature.inputs if signature is not None else None
 
     def __call__(self, *columns: str | Column) -> Column:
         from pyspark.sql import functions as F
-        from pyspark.sql.functions import pandas_udf
 
         if not columns:
             if self._inputs is None or not self._inputs.has_input_names():
@@ -392,12 +618,20 @@ class SparkUDF:
                 )
             # every column travels; enforcement picks the signature's by name, so a missing one
             # fails with the signature's message (pass columns explicitly for wide tables)
-            packed = F.struct(F.col("*"))
-        else:
-            packed = F.struct(*columns)
-        predict = _make_predict(self._archive_name, self._inputs, bool(columns), self.result_type)
-        udf = pandas_udf(predict, returnType=self.result_type)  # type: ignore[call-overload]
-        return udf(packed)  # type: ignore[no-any-return]
+            packed: list[Any] = [F.struct(F.col("*"))]
+            names = None
+        elif self._inputs is not None and self._inputs.has_input_names():
+            # by position under the signature's names (too many columns fail here): the columns
+            # travel one by one, which spares Spark a struct per row
+            packed = list(columns)
+            names = _input_names([str(i) for i in range(len(columns))], self._inputs, True)
+        else:  # names for the model: the columns' own, as the struct's fields
+            packed = [F.struct(*columns)]
+            names = None
+        predict = _make_predict(
+            self._archive_name, self._inputs, bool(columns), self.result_type, self._session_zone, names
+        )
+        return _arrow_udf()(predict, returnType=self.result_type)(*packed)  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
         return f"SparkUDF(result_type={self.result_type.simpleString()!r}, run_id={self.metadata.run_id!r})"
@@ -409,7 +643,7 @@ def spark_udf(
     result_type: SparkDataType | str | None = None,
     env_manager: str = "local",
 ) -> SparkUDF:
-    """A pandas UDF scoring DataFrames with the pyfunc model at ``model_uri``.
+    """An Arrow UDF scoring DataFrames with the pyfunc model at ``model_uri`` (pyspark >= 4.1).
 
     ``result_type``: a ``pyspark.sql.types.DataType`` or DDL string (``"double"``,
     ``"array<float>"``, ``"struct<label: long, score: double>"``); inferred from the model's
@@ -419,6 +653,8 @@ def spark_udf(
     Security: the workers unpickle the model; only score with models from a trusted registry.
     """
     require("pyspark", "spark", purpose=_PURPOSE)
+    require("pyarrow", "spark", purpose=_PURPOSE)
+    _arrow_udf()  # an older pyspark fails here, before the model is fetched
     if env_manager not in ENV_MANAGERS:
         raise InvalidArgument(
             f"env_manager {env_manager!r} is not supported by spark_udf: use 'local' (the executors' "
@@ -435,4 +671,5 @@ def spark_udf(
     if urlparse(model_uri).scheme in _FETCHED_SCHEMES:  # a download of ours: the archive replaces it
         shutil.rmtree(model_dir, ignore_errors=True)
     spark.sparkContext.addFile(archive)
-    return SparkUDF(os.path.basename(archive), metadata, spark_type)
+    zone = spark.conf.get("spark.sql.session.timeZone") or "UTC"
+    return SparkUDF(os.path.basename(archive), metadata, spark_type, zone)
