@@ -56,7 +56,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_mlflow_port import mlflow_server, mlflow_version  # noqa: E402
-from bench_tracking import MLFLOW_POPULATE, MlflowHttp, free_port, machine, populate_keel, process, timed  # noqa: E402
+from bench_tracking import (  # noqa: E402
+    MLFLOW_POPULATE,
+    MlflowHttp,
+    free_port,
+    machine,
+    populate_keel,
+    process,
+    replace_section,
+    timed,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 MLFLOW_VENV = ROOT / "build" / "venv-mlflow3"
@@ -689,17 +698,6 @@ def report(keel_data: Data, keel: list[Measured], variants: dict[str, tuple[floa
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str) -> None:
-    """Replaces this benchmark's section of bench/RESULTS.md (other sections are kept)."""
-    existing = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    pattern = re.compile(re.escape(SECTION) + r".*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(existing):
-        updated = pattern.sub(lambda _: text + "\n", existing)
-    else:
-        updated = existing.rstrip("\n") + "\n\n" + text
-    RESULTS.write_text(updated)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -737,7 +735,7 @@ def main() -> None:
                   time.monotonic() - began)  # fmt: skip
     print(text)
     if not args.quick and not args.skip_mlflow:
-        write_section(text)
+        replace_section(SECTION, text)
 
 
 if __name__ == "__main__":

@@ -635,9 +635,14 @@ def mlflow_version() -> str:
 
 
 def write_section(text: str) -> None:
-    """Replaces this benchmark's section of bench/RESULTS.md (other sections are kept)."""
+    replace_section(SECTION, text)
+
+
+def replace_section(section: str, text: str) -> None:
+    """Replaces ``section`` (its heading line through the next ``## ``) of bench/RESULTS.md with
+    ``text``, or appends it; other sections are kept."""
     existing = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    pattern = re.compile(re.escape(SECTION) + r".*?(?=^## |\Z)", re.S | re.M)
+    pattern = re.compile(re.escape(section) + r".*?(?=^## |\Z)", re.S | re.M)
     if pattern.search(existing):
         updated = pattern.sub(lambda _: text + "\n", existing)
     else:

@@ -14,6 +14,7 @@ from typing import Any
 from keel.inference.v1 import inference_pb2 as ipb
 from keel.registry.v1 import registry_pb2 as rpb
 from keel.tracking.v1 import tracking_pb2 as tpb
+from keel_server.common.http import json_number as number  # NaN, ±infinity as strings
 
 RUN_STATUS = {
     tpb.RUN_STATUS_RUNNING: "RUNNING",
@@ -45,15 +46,6 @@ DEPLOYMENT_STATE = {
 }
 # The run tags that say where a run came from (set by the SDK, as MLflow's).
 SOURCE_TAGS = {"name": "mlflow.source.name", "type": "mlflow.source.type", "git_commit": "mlflow.source.git.commit"}
-
-
-def number(value: float) -> float | str:
-    """A metric value for a table cell: finite as is, else "NaN" / "Infinity" / "-Infinity"."""
-    if math.isfinite(value):
-        return value
-    if math.isnan(value):
-        return "NaN"
-    return "Infinity" if value > 0 else "-Infinity"
 
 
 def point(value: float) -> float | None:

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Iterable
 from typing import Any
 
 from keel.tracking.v1 import tracking_pb2 as pb
 from keel_server.common.errors import InvalidArgument, quote
+from keel_server.common.http import json_number as number  # NaN, ±infinity as strings
 from keel_server.mlflow_port.core import ARTIFACTS_SCHEME, run_artifact_uri, typed
 
 # MLflow's system tags (mlflow/utils/mlflow_tags.py) that the port keeps in step with keel's
@@ -54,15 +54,6 @@ _VIEW_TYPES = {
 
 
 # -- out: keel → MLflow JSON ---------------------------------------------------------------------
-
-
-def number(value: float) -> float | str:
-    """A double as proto JSON writes it: NaN and ±infinity as strings (JSON has no literal)."""
-    if math.isfinite(value):
-        return value
-    if math.isnan(value):
-        return "NaN"
-    return "Infinity" if value > 0 else "-Infinity"
 
 
 def experiment_artifact_location(experiment_id: str) -> str:

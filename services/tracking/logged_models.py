@@ -64,7 +64,7 @@ from keel_server.tracking.records import (
     parse_experiment_id,
     run_not_found,
 )
-from keel_server.tracking.store import generate_run_name
+from keel_server.tracking.store import active_experiment, generate_run_name
 
 STATUSES = ("PENDING", "READY", "FAILED")
 FINAL_STATUSES = ("READY", "FAILED")
@@ -499,20 +499,7 @@ def _records(rows: Sequence[Sequence[Any]]) -> list[LoggedModelRecord]:
 
 
 def _active_experiment(experiment_id: str, eid: int) -> Experiment:
-    row = Experiment.get_or_none(Experiment.experiment_id == eid)
-    if row is None:
-        raise NotFound(
-            f"experiment {experiment_id} does not exist",
-            reason="EXPERIMENT_NOT_FOUND",
-            metadata={"experiment_id": experiment_id},
-        )
-    if row.lifecycle_stage != ACTIVE:
-        raise FailedPrecondition(
-            f"cannot create a logged model: experiment {experiment_id} is deleted (restore it first)",
-            reason="EXPERIMENT_DELETED",
-            metadata={"experiment_id": experiment_id},
-        )
-    return row
+    return active_experiment(experiment_id, "create a logged model", eid)
 
 
 def _source_run(run_id: str, eid: int) -> str:

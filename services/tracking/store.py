@@ -258,21 +258,7 @@ class TrackingStore:
         ]
 
     def _active_experiment(self, experiment_id: str, action: str) -> Experiment:
-        eid = parse_experiment_id(experiment_id)
-        row = Experiment.get_or_none(Experiment.experiment_id == eid)
-        if row is None:
-            raise NotFound(
-                f"experiment {experiment_id} does not exist",
-                reason="EXPERIMENT_NOT_FOUND",
-                metadata={"experiment_id": experiment_id},
-            )
-        if row.lifecycle_stage != ACTIVE:
-            raise FailedPrecondition(
-                f"cannot {action}: experiment {experiment_id} is deleted (restore it first)",
-                reason="EXPERIMENT_DELETED",
-                metadata={"experiment_id": experiment_id},
-            )
-        return row
+        return active_experiment(experiment_id, action)
 
     def rename_experiment(self, experiment_id: str, new_name: str) -> ExperimentRecord:
         check_experiment_name(new_name, "new_name")
@@ -869,3 +855,23 @@ def _metric_series(run_ids: list[str], keys: list[str]) -> dict[tuple[str, str],
     for row in db.execute_sql(*query.sql()).fetchall():
         series.setdefault((row[0], row[1]), []).append(row[2:])
     return series
+
+
+def active_experiment(experiment_id: str, action: str, eid: int | None = None) -> Experiment:
+    """The experiment row, NOT_FOUND when it does not exist and FAILED_PRECONDITION when it is
+    deleted (``action`` says what could not be done). ``eid``: the id already parsed."""
+    eid = parse_experiment_id(experiment_id) if eid is None else eid
+    row = Experiment.get_or_none(Experiment.experiment_id == eid)
+    if row is None:
+        raise NotFound(
+            f"experiment {experiment_id} does not exist",
+            reason="EXPERIMENT_NOT_FOUND",
+            metadata={"experiment_id": experiment_id},
+        )
+    if row.lifecycle_stage != ACTIVE:
+        raise FailedPrecondition(
+            f"cannot {action}: experiment {experiment_id} is deleted (restore it first)",
+            reason="EXPERIMENT_DELETED",
+            metadata={"experiment_id": experiment_id},
+        )
+    return row
