@@ -111,19 +111,21 @@ def server_process(
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             try:
-                process.wait(timeout=15)
+                process.communicate(timeout=15)  # drains the pipes (see sigterm_and_wait)
             except subprocess.TimeoutExpired:
                 process.kill()
-                process.wait()
+                process.communicate()
 
 
 def sigterm_and_wait(process: subprocess.Popen[str], timeout: float = 60.0) -> tuple[int, float, str]:
     """Sends SIGTERM; returns (exit code, seconds from the signal to the exit, stderr)."""
     signalled = time.monotonic()
     process.send_signal(signal.SIGTERM)
-    rc = process.wait(timeout=timeout)
+    # communicate() drains both pipes while it waits: a server logging more than a pipe holds on
+    # its way out would otherwise block on the write, and never exit.
+    _, stderr = process.communicate(timeout=timeout)
     elapsed = time.monotonic() - signalled
-    return rc, elapsed, process.stderr.read() if process.stderr else ""
+    return process.returncode, elapsed, stderr or ""
 
 
 @pytest.fixture(scope="module", params=selected_backends())
